@@ -1,0 +1,14 @@
+/* Initial vCPU state for booting a kernel. */
+#pragma once
+
+#include "multiboot.h"
+#include "vm.h"
+
+/* Marks the extra boot registers vmsnap passes to multiboot kernels:
+ * ESI = this magic, ECX = vCPU index, EDX = vCPU count (docs/GUEST.md). */
+#define VMSNAP_BOOT_MAGIC 0x564D534Eu /* 'VMSN' */
+
+/* Puts every vCPU in 32-bit protected mode at the multiboot entry point, per the
+ * multiboot v1 spec (flat segments, paging off, interrupts off, EAX/EBX set).
+ * Application processors are made runnable directly: no INIT/SIPI needed. */
+bool boot_multiboot_vcpus(Vm *vm, const MultibootImage *img, GError **error);

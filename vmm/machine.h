@@ -1,0 +1,65 @@
+/* The machine: a VM with its devices, control socket and main loop. */
+#pragma once
+
+#include "chardev.h"
+#include "qmp.h"
+#include "runstate.h"
+#include "uart.h"
+#include "vm.h"
+
+#include <glib.h>
+
+/* `vmsnap run` exit codes (docs/CLI.md). */
+enum {
+    MACHINE_EXIT_OK = 0,
+    MACHINE_EXIT_USAGE = 1,  /* bad options, or the VM could not be created */
+    MACHINE_EXIT_FAILED = 2, /* the VM stopped on a guest or KVM error */
+};
+
+typedef struct MachineConfig {
+    uint64_t memory;    /* bytes */
+    unsigned cpus;
+    RamBacking backing;
+    char *kernel;       /* multiboot ELF path; NULL = the embedded dirty guest */
+    char *append;       /* kernel command line */
+    char *serial;       /* stdio | file:PATH | none */
+    char *qmp;          /* unix:PATH, or NULL */
+    char *name;
+    char *uuid;         /* canonical text form */
+    bool paused;        /* start in prelaunch, like QEMU's -S */
+} MachineConfig;
+
+typedef struct Machine {
+    MachineConfig cfg;
+    Vm *vm;
+    Chardev serial;
+    Uart uart;
+    QmpServer *qmp;
+    GMainLoop *loop;
+    RunState state;
+    int exit_code;
+    guint signal_sources[3];
+} Machine;
+
+void machine_config_clear(MachineConfig *cfg);
+
+/* Creates the VM, loads the kernel, opens the serial backend and the QMP socket.
+ * Returns NULL with an error that names the option, file or resource at fault. */
+Machine *machine_new(const MachineConfig *cfg, GError **error);
+
+/* Starts the vCPUs (unless paused) and runs the main loop until quit, a signal,
+ * or a fatal guest error. Returns the process exit code. */
+int machine_run(Machine *m);
+
+void machine_free(Machine *m);
+
+/* Run control, main thread only. stop/cont emit STOP/RESUME as QEMU does. */
+void machine_stop(Machine *m, RunState stopped_state);
+bool machine_cont(Machine *m, GError **error);
+void machine_set_state(Machine *m, RunState s);
+
+/* Ends the main loop with `exit_code` after emitting SHUTDOWN. */
+void machine_shutdown(Machine *m, int exit_code, bool guest, const char *reason);
+
+/* Registers the VM's QMP commands (qmp_vm.c). */
+void machine_register_qmp(Machine *m);
