@@ -1,0 +1,114 @@
+/* vmsnap run: boot a VM. */
+#include "cli.h"
+#include "parse.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MIN_MEMORY (2ull << 20)
+
+bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
+{
+    g_autofree char *memory = NULL, *cpus = NULL, *backend = NULL;
+    gboolean paused = FALSE;
+    GOptionEntry entries[] = {
+        { "memory", 'm', 0, G_OPTION_ARG_STRING, &memory,
+          "Guest RAM (default 256M; a bare number is MiB, as in QEMU)", "SIZE" },
+        { "cpus", 'c', 0, G_OPTION_ARG_STRING, &cpus, "Number of vCPUs, 1 to 32 (default 1)",
+          "N" },
+        { "kernel", 'k', 0, G_OPTION_ARG_FILENAME, &cfg->kernel,
+          "Multiboot v1 ELF kernel (default: the embedded self-checking guest)", "FILE" },
+        { "append", 'a', 0, G_OPTION_ARG_STRING, &cfg->append, "Kernel command line", "ARGS" },
+        { "serial", 's', 0, G_OPTION_ARG_STRING, &cfg->serial,
+          "Serial port output: stdio (default), file:PATH or none", "BACKEND" },
+        { "qmp", 'q', 0, G_OPTION_ARG_STRING, &cfg->qmp, "QMP control socket (unix:PATH)",
+          "unix:PATH" },
+        { "name", 'n', 0, G_OPTION_ARG_STRING, &cfg->name, "VM name (query-name)", "NAME" },
+        { "uuid", 'u', 0, G_OPTION_ARG_STRING, &cfg->uuid, "VM UUID (default: random)", "UUID" },
+        { "paused", 'S', 0, G_OPTION_ARG_NONE, &paused,
+          "Start with the vCPUs stopped (QEMU's -S); resume with the QMP 'cont'", NULL },
+        { "memory-backend", 0, 0, G_OPTION_ARG_STRING, &backend,
+          "Guest RAM allocation: anon (default) or memfd", "anon|memfd" },
+        { NULL },
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- boot a VM");
+    g_option_context_set_summary(ctx, "Boots a KVM virtual machine with a multiboot kernel.");
+    g_option_context_set_description(ctx,
+        "Examples:\n"
+        "  vmsnap run --memory 256M --qmp unix:/tmp/vm.sock\n"
+        "  vmsnap run --cpus 2 --memory 1G --append 'bevery=4' --serial file:/tmp/vm.out\n");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_strict_posix(ctx, FALSE);
+
+    /* parse_strv owns the array and frees what it removes: give it a copy. */
+    g_auto(GStrv) args = g_new0(char *, argc + 1);
+    for (int i = 0; i < argc; i++)
+        args[i] = g_strdup(argv[i]);
+    if (!g_option_context_parse_strv(ctx, &args, error))
+        return false;
+    int n = (int)g_strv_length(args);
+    char **av = args;
+    if (n > 1) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "unexpected argument '%s'",
+                    av[1]);
+        return false;
+    }
+
+    cfg->memory = 256ull << 20;
+    if (memory && !parse_size(memory, 1ull << 20, &cfg->memory, error)) {
+        g_prefix_error(error, "--memory: ");
+        return false;
+    }
+    if (cfg->memory < MIN_MEMORY || cfg->memory % 4096) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--memory: %" G_GUINT64_FORMAT " bytes; need a multiple of 4 KiB, at least "
+                    "2 MiB", cfg->memory);
+        return false;
+    }
+    uint64_t ncpus = 1;
+    if (cpus && !parse_uint(cpus, "--cpus", 1, VM_MAX_VCPUS, &ncpus, error))
+        return false;
+    cfg->cpus = (unsigned)ncpus;
+    cfg->backing = RAM_BACKING_ANON;
+    if (backend && !strcmp(backend, "memfd")) {
+        cfg->backing = RAM_BACKING_MEMFD;
+    } else if (backend && strcmp(backend, "anon")) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--memory-backend: '%s' is not anon or memfd", backend);
+        return false;
+    }
+    if (cfg->uuid && !g_uuid_string_is_valid(cfg->uuid)) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--uuid: '%s' is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                    cfg->uuid);
+        return false;
+    }
+    if (cfg->qmp && (!g_str_has_prefix(cfg->qmp, "unix:") || !cfg->qmp[5])) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--qmp: '%s' is not unix:PATH", cfg->qmp);
+        return false;
+    }
+    cfg->paused = paused;
+    return true;
+}
+
+int cli_run(int argc, char **argv)
+{
+    MachineConfig cfg = { 0 };
+    g_autoptr(GError) error = NULL;
+
+    if (!cli_run_parse(argc, argv, &cfg, &error)) {
+        fprintf(stderr, "vmsnap run: %s\n", error->message);
+        machine_config_clear(&cfg);
+        return CLI_EXIT_USAGE;
+    }
+    Machine *m = machine_new(&cfg, &error);
+    machine_config_clear(&cfg);
+    if (!m) {
+        fprintf(stderr, "vmsnap run: %s\n", error->message);
+        return CLI_EXIT_USAGE;
+    }
+    int code = machine_run(m);
+    machine_free(m);
+    return code;
+}
