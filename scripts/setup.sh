@@ -22,8 +22,10 @@ if ((${#missing[@]})); then
         "${missing[@]}" >/dev/null
 fi
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 if [ ! -f "$builddir/build.ninja" ]; then
-    meson setup "$builddir" "$@" >/dev/null
+    meson setup "$builddir" "$@" >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
-ninja -C "$builddir" >/dev/null
+ninja -C "$builddir" >"$log" 2>&1 || { cat "$log"; exit 1; }
 echo "setup: built $builddir/cli/vmsnap"
