@@ -16,6 +16,18 @@ G_BEGIN_DECLS
 typedef struct VmsnapFieldWriter VmsnapFieldWriter;
 typedef struct VmsnapFieldReader VmsnapFieldReader;
 
+/* Error domain of the functions below. */
+#define VMSNAP_FIELDS_ERROR (vmsnap_fields_error_quark())
+GQuark vmsnap_fields_error_quark(void);
+
+typedef enum {
+    VMSNAP_FIELDS_ERROR_MISMATCH,  /* valid payload, but not the expected field list */
+    VMSNAP_FIELDS_ERROR_MALFORMED, /* the payload breaks the encoding or its limits */
+    VMSNAP_FIELDS_ERROR_VALUE,     /* a value the caller refused (vmsnap_fr_fail) */
+    VMSNAP_FIELDS_ERROR_USAGE,     /* the writer or reader was used wrongly (bad name,
+                                    * unbalanced struct/array, wrong element count) */
+} VmsnapFieldsError;
+
 /* Creates an empty writer. Never returns NULL. */
 VmsnapFieldWriter *vmsnap_fw_new(void);
 
@@ -92,6 +104,10 @@ void vmsnap_fr_free(VmsnapFieldReader *r);
  * abbreviated unless `full`). Returns false with an error on malformed input. */
 bool vmsnap_fields_print(const void *data, size_t len, const char *prefix, bool full,
                          GString *out, GError **error);
+
+/* Checks that a whole payload is well formed (what vmsnap_fields_print() checks,
+ * without printing). Returns false with a MALFORMED error naming the offset. */
+bool vmsnap_fields_check(const void *data, size_t len, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmsnapFieldWriter, vmsnap_fw_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmsnapFieldReader, vmsnap_fr_free)
