@@ -20,3 +20,4 @@ typedef struct CliCommand {
 bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error);
 
 int cli_run(int argc, char **argv);
+int cli_save(int argc, char **argv);
