@@ -21,6 +21,7 @@ typedef struct Chunk {
 
 typedef struct PageJob {
     SaveSession *s;
+    unsigned delay_us;       /* test-only: VMSNAP_FAULT_SAVE_DELAY_US, a pause per chunk */
     uint64_t *const *select;
     Chunk *chunks;
     unsigned n_chunks;
@@ -156,6 +157,8 @@ static gpointer worker_main(gpointer opaque)
         if (i >= (int)job->n_chunks)
             break;
         const Chunk *c = &job->chunks[i];
+        if (job->delay_us)
+            g_usleep(job->delay_us);
         bool ok = do_chunk(w, c);
         __atomic_fetch_add(&s->progress->scanned_pages, c->count, __ATOMIC_RELAXED);
         if (!ok)
@@ -174,6 +177,9 @@ static gpointer worker_main(gpointer opaque)
 bool save_session_write_pages(SaveSession *s, uint64_t *const *select, GError **error)
 {
     PageJob job = { .s = s, .select = select };
+    /* Test hook: slows the save so a test can kill the writer in the middle. */
+    const char *delay = g_getenv("VMSNAP_FAULT_SAVE_DELAY_US");
+    job.delay_us = delay ? (unsigned)g_ascii_strtoull(delay, NULL, 10) : 0;
     GArray *chunks = g_array_new(FALSE, FALSE, sizeof(Chunk));
 
     for (unsigned b = 0; b < s->n_blocks; b++)

@@ -145,7 +145,7 @@ class Vm:
     """A `vmsnap run` (or restore) process with its serial output in a file."""
 
     def __init__(self, workdir, args=None, memory="64M", cpus=1, append=None,
-                 command="run", extra=None, name="vm", qmp=True, wait_qmp=True):
+                 command="run", extra=None, name="vm", qmp=True, wait_qmp=True, env=None):
         self.workdir = workdir
         self.serial_path = os.path.join(workdir, name + ".serial")
         self.qmp_path = os.path.join(workdir, name + ".qmp") if qmp else None
@@ -161,8 +161,9 @@ class Vm:
         argv += list(args or []) + list(extra or [])
         self.argv = argv
         self.stderr = open(self.stderr_path, "wb")
+        penv = dict(os.environ, **env) if env else None
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=penv)
         self._qmp = None
         if self.qmp_path and wait_qmp:
             wait_for(lambda: os.path.exists(self.qmp_path) or self.proc.poll() is not None,
@@ -222,6 +223,27 @@ class Vm:
 
     def digest(self):
         return self.qmp.cmd("x-guest-memory-digest")
+
+    def save(self, uri, fds=None, timeout=300, expect="completed"):
+        """Saves with QMP migrate (events on) and waits for the end; returns the final
+        query-migrate object. Fails unless the status is `expect`."""
+        self.qmp.cmd("migrate-set-capabilities",
+                     {"capabilities": [{"capability": "events", "state": True}]})
+        if fds:
+            self.qmp.cmd("getfd", {"fdname": "snap"}, fds=fds)
+            uri = "fd:snap"
+        self.qmp.cmd("migrate", {"uri": uri})
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.qmp.cmd("query-migrate")
+            if info.get("status") in ("completed", "failed", "cancelled"):
+                break
+            if time.monotonic() > deadline:
+                raise TestFailure("save did not finish in %ds: %s" % (timeout, info))
+            time.sleep(0.05)
+        check(info["status"] == expect, "save ended %s (expected %s): %s" %
+              (info["status"], expect, info.get("error-desc")))
+        return info
 
     def wait_exit(self, timeout=30):
         try:
@@ -306,6 +328,26 @@ def run_tests(tests):
             if failed == 0 or os.environ.get("VMSNAP_KEEP_TMP") is None:
                 shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
+
+
+SNAPTOOL = os.environ.get("VMSNAP_SNAPTOOL", "snaptool")
+
+
+def snaptool(*args):
+    """Runs the test tool tests/tools/snaptool; returns its stdout (JSON for locate)."""
+    r = subprocess.run([SNAPTOOL] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        raise TestFailure("snaptool %s failed: %s" % (args, r.stderr))
+    return json.loads(r.stdout) if args[0] == "locate" else r.stdout
+
+
+def flip_byte(path, offset, mask=0x01):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ mask]))
 
 
 def start_vm(vms, workdir, **kw):
