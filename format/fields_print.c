@@ -12,17 +12,17 @@
 #define BYTES_SHORT 32u
 
 typedef struct {
-    uint8_t kind;      /* FIELD_STRUCT or FIELD_ARRAY */
-    uint32_t count;    /* ARRAY: announced elements */
-    uint32_t n;        /* members or elements seen */
-    size_t path_len;   /* path->len before this container's component */
+    uint8_t kind;    /* FIELD_STRUCT or FIELD_ARRAY */
+    uint32_t count;  /* ARRAY: announced elements */
+    uint32_t n;      /* members or elements seen */
+    size_t path_len; /* path->len before this container's component */
 } PFrame;
 
 typedef struct {
     const uint8_t *data;
     size_t len;
     GString *path;
-    GString *out;      /* NULL: check only */
+    GString *out; /* NULL: check only */
     bool full;
 } Walk;
 
@@ -66,8 +66,7 @@ static bool walk_value(Walk *w, uint8_t kind, size_t pos, size_t *end, GError **
     size_t fixed = fields_fixed_size(kind);
     if (fixed > 0) {
         if (left < fixed) {
-            return walk_error(error, w->path, pos, "truncated %s value",
-                              fields_kind_name(kind));
+            return walk_error(error, w->path, pos, "truncated %s value", fields_kind_name(kind));
         }
         uint64_t v = load_le(w->data + pos, fixed);
         if (kind == FIELD_BOOL && v > 1) {
@@ -79,12 +78,24 @@ static bool walk_value(Walk *w, uint8_t kind, size_t pos, size_t *end, GError **
         }
         g_string_append_printf(w->out, "%s = (%s) ", w->path->str, fields_kind_name(kind));
         switch (kind) {
-        case FIELD_U8: g_string_append_printf(w->out, "0x%02x", (unsigned)v); break;
-        case FIELD_U16: g_string_append_printf(w->out, "0x%04x", (unsigned)v); break;
-        case FIELD_U32: g_string_append_printf(w->out, "0x%08x", (unsigned)v); break;
-        case FIELD_U64: g_string_append_printf(w->out, "0x%016" PRIx64, v); break;
-        case FIELD_I64: g_string_append_printf(w->out, "%" PRId64, (int64_t)v); break;
-        case FIELD_BOOL: g_string_append(w->out, v ? "true" : "false"); break;
+        case FIELD_U8:
+            g_string_append_printf(w->out, "0x%02x", (unsigned)v);
+            break;
+        case FIELD_U16:
+            g_string_append_printf(w->out, "0x%04x", (unsigned)v);
+            break;
+        case FIELD_U32:
+            g_string_append_printf(w->out, "0x%08x", (unsigned)v);
+            break;
+        case FIELD_U64:
+            g_string_append_printf(w->out, "0x%016" PRIx64, v);
+            break;
+        case FIELD_I64:
+            g_string_append_printf(w->out, "%" PRId64, (int64_t)v);
+            break;
+        case FIELD_BOOL:
+            g_string_append(w->out, v ? "true" : "false");
+            break;
         }
         g_string_append_c(w->out, '\n');
         return true;
@@ -158,8 +169,7 @@ static bool walk(Walk *w, GError **error)
             }
             if (top->n == 0 && w->out != NULL) {
                 g_string_append_printf(w->out, "%s = (%s) %s\n", w->path->str,
-                                       in_array ? "array[0]" : "struct",
-                                       in_array ? "[]" : "{}");
+                                       in_array ? "array[0]" : "struct", in_array ? "[]" : "{}");
             }
             g_string_truncate(w->path, top->path_len);
             depth--;
@@ -188,8 +198,7 @@ static bool walk(Walk *w, GError **error)
             uint32_t count = 0;
             size_t end = h.value;
             if (depth == FIELDS_MAX_DEPTH) {
-                return walk_error(error, w->path, pos, "nesting deeper than %u",
-                                  FIELDS_MAX_DEPTH);
+                return walk_error(error, w->path, pos, "nesting deeper than %u", FIELDS_MAX_DEPTH);
             }
             if (h.kind == FIELD_ARRAY) {
                 if (w->len - h.value < 4) {
@@ -216,12 +225,13 @@ static bool walk(Walk *w, GError **error)
     return true;
 }
 
-bool vmsnap_fields_print(const void *data, size_t len, const char *prefix, bool full,
-                         GString *out, GError **error)
+bool vmsnap_fields_print(const void *data, size_t len, const char *prefix, bool full, GString *out,
+                         GError **error)
 {
     g_autoptr(GString) path = g_string_new(prefix);
-    Walk w = { .data = data, .len = data != NULL ? len : 0, .path = path, .out = out,
-               .full = full };
+    Walk w = {
+        .data = data, .len = data != NULL ? len : 0, .path = path, .out = out, .full = full
+    };
     return walk(&w, error);
 }
 

@@ -146,18 +146,17 @@ static bool fr_next(VmsnapFieldReader *r, uint8_t kind, const char *name, FieldH
     }
     const char *why = NULL;
     if (!fields_head_parse(r->data, r->len, r->pos, h, &why)) {
-        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
-                        "%s at payload offset %zu", why, r->pos);
+        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str, "%s at payload offset %zu",
+                        why, r->pos);
     }
     if (h->kind == FIELD_END) {
         if (top == NULL) {
             return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
-                            "end marker outside any struct or array at payload offset %zu",
-                            r->pos);
+                            "end marker outside any struct or array at payload offset %zu", r->pos);
         }
         return fr_error(r, VMSNAP_FIELDS_ERROR_MISMATCH, r->cur->str,
-                        "expected %s, found the end of %s '%s'", kn,
-                        fields_kind_name(top->kind), r->path->str);
+                        "expected %s, found the end of %s '%s'", kn, fields_kind_name(top->kind),
+                        r->path->str);
     }
     if (in_array != (h->name_len == 0)) {
         return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
@@ -167,12 +166,12 @@ static bool fr_next(VmsnapFieldReader *r, uint8_t kind, const char *name, FieldH
     }
     if (h->name_len != name_len || (name_len > 0 && memcmp(h->name, name, name_len) != 0)) {
         return fr_error(r, VMSNAP_FIELDS_ERROR_MISMATCH, r->cur->str,
-                        "expected %s '%s', found %s '%.*s'", kn, name,
-                        fields_kind_name(h->kind), (int)h->name_len, h->name);
+                        "expected %s '%s', found %s '%.*s'", kn, name, fields_kind_name(h->kind),
+                        (int)h->name_len, h->name);
     }
     if (h->kind != kind) {
-        return fr_error(r, VMSNAP_FIELDS_ERROR_MISMATCH, r->cur->str, "expected %s, found %s",
-                        kn, fields_kind_name(h->kind));
+        return fr_error(r, VMSNAP_FIELDS_ERROR_MISMATCH, r->cur->str, "expected %s, found %s", kn,
+                        fields_kind_name(h->kind));
     }
     return true;
 }
@@ -182,8 +181,8 @@ static bool fr_take(VmsnapFieldReader *r, size_t pos, size_t n, const uint8_t **
 {
     if (pos > r->len || r->len - pos < n) {
         return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
-                        "truncated value at payload offset %zu (%zu bytes needed, %zu left)",
-                        pos, n, pos > r->len ? 0 : r->len - pos);
+                        "truncated value at payload offset %zu (%zu bytes needed, %zu left)", pos,
+                        n, pos > r->len ? 0 : r->len - pos);
     }
     *p = r->data + pos;
     return true;
@@ -355,8 +354,7 @@ bool vmsnap_fr_str(VmsnapFieldReader *r, const char *name, size_t max, char **ou
                         "string contains a NUL byte");
     }
     if (!g_utf8_validate((const char *)data, n, NULL)) {
-        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
-                        "string is not valid UTF-8");
+        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str, "string is not valid UTF-8");
     }
     if (n > max) {
         return fr_error(r, VMSNAP_FIELDS_ERROR_MISMATCH, r->cur->str,
@@ -382,16 +380,15 @@ bool vmsnap_fr_struct_begin(VmsnapFieldReader *r, const char *name)
         return false;
     }
     if (r->depth == FIELDS_MAX_DEPTH) {
-        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
-                        "nesting deeper than %u", FIELDS_MAX_DEPTH);
+        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str, "nesting deeper than %u",
+                        FIELDS_MAX_DEPTH);
     }
     fr_consume(r, h.value, index);
     fr_push(r, FIELD_STRUCT, 0);
     return true;
 }
 
-bool vmsnap_fr_array_begin(VmsnapFieldReader *r, const char *name, uint32_t max,
-                           uint32_t *count)
+bool vmsnap_fr_array_begin(VmsnapFieldReader *r, const char *name, uint32_t max, uint32_t *count)
 {
     FieldHead h;
     int64_t index;
@@ -412,8 +409,8 @@ bool vmsnap_fr_array_begin(VmsnapFieldReader *r, const char *name, uint32_t max,
                         "array count %u does not fit in the %zu bytes left", n, left);
     }
     if (r->depth == FIELDS_MAX_DEPTH) {
-        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str,
-                        "nesting deeper than %u", FIELDS_MAX_DEPTH);
+        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->cur->str, "nesting deeper than %u",
+                        FIELDS_MAX_DEPTH);
     }
     fr_consume(r, h.value + 4, index);
     fr_push(r, FIELD_ARRAY, n);
@@ -443,14 +440,14 @@ static bool fr_pop(VmsnapFieldReader *r, uint8_t kind)
                         "the payload ends before the end of the %s", kn);
     }
     if (!fields_head_parse(r->data, r->len, r->pos, &h, &why)) {
-        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->path->str,
-                        "%s at payload offset %zu", why, r->pos);
+        return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->path->str, "%s at payload offset %zu",
+                        why, r->pos);
     }
     if (h.kind != FIELD_END) {
         if (kind == FIELD_ARRAY) {
             return fr_error(r, VMSNAP_FIELDS_ERROR_MALFORMED, r->path->str,
-                            "more elements than its count %u at payload offset %zu",
-                            top->count, r->pos);
+                            "more elements than its count %u at payload offset %zu", top->count,
+                            r->pos);
         }
         g_string_assign(r->cur, r->path->str);
         fields_path_append(r->cur, h.name, h.name_len, -1);

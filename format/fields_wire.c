@@ -3,22 +3,33 @@
 
 #include <vmsnap/fields.h>
 
-G_DEFINE_QUARK(vmsnap-fields-error-quark, vmsnap_fields_error)
+G_DEFINE_QUARK(vmsnap_fields_error, vmsnap_fields_error)
 
 const char *fields_kind_name(unsigned kind)
 {
     switch (kind) {
-    case FIELD_U8: return "u8";
-    case FIELD_U16: return "u16";
-    case FIELD_U32: return "u32";
-    case FIELD_U64: return "u64";
-    case FIELD_I64: return "i64";
-    case FIELD_BOOL: return "bool";
-    case FIELD_BYTES: return "bytes";
-    case FIELD_STR: return "str";
-    case FIELD_STRUCT: return "struct";
-    case FIELD_ARRAY: return "array";
-    case FIELD_END: return "end";
+    case FIELD_U8:
+        return "u8";
+    case FIELD_U16:
+        return "u16";
+    case FIELD_U32:
+        return "u32";
+    case FIELD_U64:
+        return "u64";
+    case FIELD_I64:
+        return "i64";
+    case FIELD_BOOL:
+        return "bool";
+    case FIELD_BYTES:
+        return "bytes";
+    case FIELD_STR:
+        return "str";
+    case FIELD_STRUCT:
+        return "struct";
+    case FIELD_ARRAY:
+        return "array";
+    case FIELD_END:
+        return "end";
     }
     return "unknown kind";
 }
@@ -26,12 +37,18 @@ const char *fields_kind_name(unsigned kind)
 size_t fields_fixed_size(unsigned kind)
 {
     switch (kind) {
-    case FIELD_U8: return 1;
-    case FIELD_U16: return 2;
-    case FIELD_U32: return 4;
-    case FIELD_U64: return 8;
-    case FIELD_I64: return 8;
-    case FIELD_BOOL: return 1;
+    case FIELD_U8:
+        return 1;
+    case FIELD_U16:
+        return 2;
+    case FIELD_U32:
+        return 4;
+    case FIELD_U64:
+        return 8;
+    case FIELD_I64:
+        return 8;
+    case FIELD_BOOL:
+        return 1;
     }
     return 0;
 }
@@ -79,8 +96,7 @@ void fields_append_quoted(GString *out, const char *s, size_t len)
     g_string_append_c(out, '"');
 }
 
-bool fields_head_parse(const uint8_t *data, size_t len, size_t pos, FieldHead *h,
-                       const char **why)
+bool fields_head_parse(const uint8_t *data, size_t len, size_t pos, FieldHead *h, const char **why)
 {
     if (pos > len || len - pos < 2) {
         *why = "truncated field header";

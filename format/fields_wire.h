@@ -52,8 +52,8 @@ void fields_append_quoted(GString *out, const char *s, size_t len);
 typedef struct FieldHead {
     uint8_t kind;
     uint8_t name_len;
-    const char *name;   /* points into the payload, not NUL-terminated */
-    size_t value;       /* payload offset of the value */
+    const char *name; /* points into the payload, not NUL-terminated */
+    size_t value;     /* payload offset of the value */
 } FieldHead;
 
 /*
@@ -62,5 +62,4 @@ typedef struct FieldHead {
  * empty) and inside the payload. On error returns false and sets *why to a static
  * description.
  */
-bool fields_head_parse(const uint8_t *data, size_t len, size_t pos, FieldHead *h,
-                       const char **why);
+bool fields_head_parse(const uint8_t *data, size_t len, size_t pos, FieldHead *h, const char **why);

@@ -18,9 +18,9 @@ struct VmsnapFieldWriter {
     GByteArray *buf;
     WFrame frames[FIELDS_MAX_DEPTH];
     unsigned depth;
-    GString *path;                           /* path of the open containers */
-    size_t path_len[FIELDS_MAX_DEPTH + 1];   /* path->len before each container */
-    char *error;                             /* first misuse, or NULL */
+    GString *path;                         /* path of the open containers */
+    size_t path_len[FIELDS_MAX_DEPTH + 1]; /* path->len before each container */
+    char *error;                           /* first misuse, or NULL */
 };
 
 VmsnapFieldWriter *vmsnap_fw_new(void)
@@ -44,8 +44,8 @@ void vmsnap_fw_free(VmsnapFieldWriter *w)
     g_free(w);
 }
 
-static void G_GNUC_PRINTF(3, 4) fw_fail(VmsnapFieldWriter *w, const char *leaf, const char *fmt,
-                                         ...)
+static void G_GNUC_PRINTF(3, 4)
+    fw_fail(VmsnapFieldWriter *w, const char *leaf, const char *fmt, ...)
 {
     if (w->error != NULL) {
         return;
@@ -58,8 +58,7 @@ static void G_GNUC_PRINTF(3, 4) fw_fail(VmsnapFieldWriter *w, const char *leaf, 
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    w->error = path->len > 0 ? g_strdup_printf("field '%s': %s", path->str, msg)
-                             : g_strdup(msg);
+    w->error = path->len > 0 ? g_strdup_printf("field '%s': %s", path->str, msg) : g_strdup(msg);
 }
 
 /*
@@ -155,8 +154,7 @@ static void fw_blob(VmsnapFieldWriter *w, uint8_t kind, const char *name, const 
         return;
     }
     if (len > max) {
-        fw_fail(w, name, "%s of %zu bytes, at most %zu allowed", fields_kind_name(kind), len,
-                max);
+        fw_fail(w, name, "%s of %zu bytes, at most %zu allowed", fields_kind_name(kind), len, max);
         return;
     }
     int64_t index;

@@ -11,6 +11,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Error domain of this library. Errors from a FormatReadFn are passed through. */
+#define FORMAT_ERROR (format_error_quark())
+GQuark format_error_quark(void);
+
+typedef enum {
+    FORMAT_ERROR_NOT_SNAPSHOT, /* bad magic */
+    FORMAT_ERROR_CORRUPT,      /* checksum mismatch, a value or layout rule broken */
+    FORMAT_ERROR_UNSUPPORTED,  /* newer version, unknown incompat bit or required section */
+    FORMAT_ERROR_PARTIAL,      /* state "PART" without FORMAT_OPEN_ALLOW_PARTIAL */
+    FORMAT_ERROR_TRUNCATED,    /* the file is shorter than the snapshot says */
+    FORMAT_ERROR_INVALID,      /* a writer's input breaks a rule (format_plan_layout) */
+} FormatError;
+
 #define FORMAT_MAGIC             "\x89VMSNAP\n"
 #define FORMAT_MAGIC_LEN         8
 #define FORMAT_HEADER_SIZE       4096u
@@ -142,19 +155,25 @@ GBytes *format_ram_blocks_encode(const FormatBlock *blocks, unsigned n_blocks);
 typedef struct FormatMetaWriter FormatMetaWriter;
 
 FormatMetaWriter *format_meta_new(uint64_t metadata_offset);
-/* Adds a section; the payload is referenced (not copied) until finish. Name is
- * at most FORMAT_SECTION_NAME_MAX characters. */
+/* Adds a section; the payload is referenced (not copied) until finish; NULL is an
+ * empty payload. Name is at most FORMAT_SECTION_NAME_MAX characters of
+ * [A-Za-z0-9_.-], non-empty for DEVICE sections (NULL: ""). */
 void format_meta_add(FormatMetaWriter *m, uint32_t type, uint32_t version, uint32_t instance,
                      uint32_t flags, const char *name, GBytes *payload);
-/* Returns the encoded region (directory + payloads) and sets the header fields
- * metadata_size, directory_checksum and directory_entries of *h. Frees m. */
+/* Returns the encoded region (directory + payloads, payloads in the order added)
+ * and sets the header fields metadata_offset, metadata_size, file_size,
+ * directory_checksum and directory_entries of *h. Frees m. A misuse of
+ * format_meta_add() (bad name, version 0, unknown flag, duplicate, over a limit)
+ * was reported there with g_critical(); finish then returns NULL. */
 GBytes *format_meta_finish(FormatMetaWriter *m, FormatHeader *h);
 void format_meta_free(FormatMetaWriter *m);
 
 /* ---- readers ---- */
 
 /* Reads exactly `len` bytes at absolute `offset`; false with an error (including
- * a short read, which names the offset and the file size). */
+ * a short read, which names the offset and the file size). The parser only asks
+ * for ranges inside [base, disk_size) and passes the callback's errors through
+ * unchanged, so they should name the file. */
 typedef bool (*FormatReadFn)(void *opaque, uint64_t offset, void *buf, size_t len,
                              GError **error);
 

@@ -133,8 +133,8 @@ static void test_round_trip(void)
 {
     g_autoptr(GBytes) b = sample();
     g_autoptr(GError) error = NULL;
-    g_autoptr(VmsnapFieldReader) r = vmsnap_fr_new(g_bytes_get_data(b, NULL),
-                                                   g_bytes_get_size(b), "cpu", 1, 1);
+    g_autoptr(VmsnapFieldReader) r =
+        vmsnap_fr_new(g_bytes_get_data(b, NULL), g_bytes_get_size(b), "cpu", 1, 1);
     uint8_t u8 = 0;
     uint16_t u16 = 0;
     uint32_t u32 = 0, n = 0;
@@ -230,14 +230,11 @@ static void test_encoding(void)
     vmsnap_fw_u64(w, "d", 0x0102030405060708ull);
     g_autoptr(GBytes) b = finish_ok(w);
     static const uint8_t expect[] = {
-        3, 1, 'a', 0x44, 0x33, 0x22, 0x11,
-        9, 1, 's', 6, 1, 'b', 1, 11, 0,
-        10, 1, 'v', 2, 0, 0, 0, 1, 0, 7, 5, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        11, 0,
-        7, 1, 'x', 2, 0, 0, 0, 0xaa, 0xbb,
-        8, 1, 't', 2, 0, 0, 0, 'h', 'i',
-        2, 1, 'c', 0x02, 0x01,
-        4, 1, 'd', 8, 7, 6, 5, 4, 3, 2, 1,
+        3,    1,    'a',  0x44, 0x33, 0x22, 0x11, 9, 1, 's', 6,   1, 'b', 1,    11,
+        0,    10,   1,    'v',  2,    0,    0,    0, 1, 0,   7,   5, 0,   0xfe, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 11,   0, 7, 1,   'x', 2, 0,   0,    0,
+        0xaa, 0xbb, 8,    1,    't',  2,    0,    0, 0, 'h', 'i', 2, 1,   'c',  0x02,
+        0x01, 4,    1,    'd',  8,    7,    6,    5, 4, 3,   2,   1,
     };
     g_assert_cmpmem(g_bytes_get_data(b, NULL), g_bytes_get_size(b), expect, sizeof(expect));
 
@@ -461,8 +458,7 @@ static void test_mismatch(void)
     g_error_free(e);
 
     e = mismatch(w_array, r_value);
-    assert_error(e, VMSNAP_FIELDS_ERROR_VALUE,
-                 SECTION "field 'queue[1]': value 1 out of range");
+    assert_error(e, VMSNAP_FIELDS_ERROR_VALUE, SECTION "field 'queue[1]': value 1 out of range");
     g_error_free(e);
 
     e = mismatch(w_array, r_value_top);
@@ -573,15 +569,21 @@ static void test_malformed(void)
     check_bad("\x07\x01x\x05\x00\x00\x00\x01", 8, "truncated bytes (5 bytes, 1 left)");
     check_bad("\x07\x01x\x01\x00\x00\x01", 7, "bytes of 16777217 bytes over the limit");
     check_bad("\x08\x01x\x01\x00\x01\x00\x00", 8, "str of 65537 bytes over the limit");
-    check_bad("\x08\x01x\x02\x00\x00\x00" "a\x00", 9, "string contains a NUL byte");
-    check_bad("\x08\x01x\x02\x00\x00\x00" "\xc3\x28", 9, "not valid UTF-8");
-    check_bad("\x0a\x01x\x02\x00\x00\x00\x01\x00\x01\x0b\x00", 12, "array of 2 elements ends "
-                                                                    "after 1");
+    check_bad("\x08\x01x\x02\x00\x00\x00"
+              "a\x00",
+              9, "string contains a NUL byte");
+    check_bad("\x08\x01x\x02\x00\x00\x00"
+              "\xc3\x28",
+              9, "not valid UTF-8");
+    check_bad("\x0a\x01x\x02\x00\x00\x00\x01\x00\x01\x0b\x00", 12,
+              "array of 2 elements ends "
+              "after 1");
     check_bad("\x0a\x01x\x00\x00\x00\x00\x01\x00\x01\x0b\x00", 12, "more elements than");
     check_bad("\x0a\x01x\x01\x00\x00\x00\x01\x01y\x01\x0b\x00", 13, "named field 'y' inside");
     check_bad("\x0a\x01x\x01\x00", 5, "truncated array count");
     check_bad("\x09\x01s\x01\x01x\x01", 7, "the payload ends inside this struct");
-    check_bad("\x09\x01s\x09\x01t\x01\x01x\x01\x0b\x00", 12, "s' at payload offset 12: the payload ends inside this struct");
+    check_bad("\x09\x01s\x09\x01t\x01\x01x\x01\x0b\x00", 12,
+              "s' at payload offset 12: the payload ends inside this struct");
 
     /* 17 nested structs. */
     g_autoptr(GByteArray) deep = g_byte_array_new();
@@ -615,7 +617,9 @@ static void test_malformed(void)
 
     /* Reader: embedded NUL and bad UTF-8 in a string, bad bool. */
     char *s = (char *)"x";
-    r = vmsnap_fr_new("\x08\x01x\x02\x00\x00\x00" "a\x00", 9, "d", 0, 1);
+    r = vmsnap_fr_new("\x08\x01x\x02\x00\x00\x00"
+                      "a\x00",
+                      9, "d", 0, 1);
     g_assert_false(vmsnap_fr_str(r, "x", 100, &s));
     g_assert_null(s);
     g_assert_false(vmsnap_fr_finish(r, &error));
@@ -704,8 +708,8 @@ static void test_writer_misuse(void)
         vmsnap_fw_struct_end(w);
     }
     g_autoptr(GBytes) deep = finish_ok(w);
-    g_assert_true(vmsnap_fields_check(g_bytes_get_data(deep, NULL), g_bytes_get_size(deep),
-                                      &error));
+    g_assert_true(
+        vmsnap_fields_check(g_bytes_get_data(deep, NULL), g_bytes_get_size(deep), &error));
     g_assert_no_error(error);
     w = vmsnap_fw_new();
     for (int i = 0; i < 17; i++) {
@@ -760,7 +764,10 @@ static void test_truncated(void)
 
     /* The sample's fields spliced into one struct: no prefix is complete. */
     g_autoptr(GByteArray) spliced = g_byte_array_new();
-    g_byte_array_append(spliced, (const uint8_t *)"\x09\x03" "all", 5);
+    g_byte_array_append(spliced,
+                        (const uint8_t *)"\x09\x03"
+                                         "all",
+                        5);
     g_byte_array_append(spliced, data, (guint)len);
     g_byte_array_append(spliced, (const uint8_t *)"\x0b\x00", 2);
     g_autoptr(GError) error = NULL;
@@ -803,7 +810,8 @@ static void test_hostile(void)
             buf = g_memdup2(data, len);
             int flips = g_rand_int_range(rand, 1, 4);
             for (int f = 0; f < flips; f++) {
-                buf[g_rand_int_range(rand, 0, (gint32)len)] ^= (uint8_t)g_rand_int_range(rand, 1, 256);
+                buf[g_rand_int_range(rand, 0, (gint32)len)] ^=
+                    (uint8_t)g_rand_int_range(rand, 1, 256);
             }
         }
         g_autoptr(GError) e1 = NULL;
@@ -827,8 +835,8 @@ static void test_print(void)
     g_autoptr(GBytes) b = sample();
     g_autoptr(GString) out = g_string_new(NULL);
     g_autoptr(GError) error = NULL;
-    g_assert_true(vmsnap_fields_print(g_bytes_get_data(b, NULL), g_bytes_get_size(b), "cpu1",
-                                      false, out, &error));
+    g_assert_true(vmsnap_fields_print(g_bytes_get_data(b, NULL), g_bytes_get_size(b), "cpu1", false,
+                                      out, &error));
     g_assert_no_error(error);
     g_assert_cmpstr(out->str, ==,
                     "cpu1.a8 = (u8) 0xab\n"
@@ -863,8 +871,8 @@ static void test_print(void)
     vmsnap_fw_bytes(w, "lapic", blob, sizeof(blob));
     g_autoptr(GBytes) lb = finish_ok(w);
     g_string_truncate(out, 0);
-    g_assert_true(vmsnap_fields_print(g_bytes_get_data(lb, NULL), g_bytes_get_size(lb), NULL,
-                                      false, out, &error));
+    g_assert_true(vmsnap_fields_print(g_bytes_get_data(lb, NULL), g_bytes_get_size(lb), NULL, false,
+                                      out, &error));
     g_assert_cmpstr(out->str, ==,
                     "lapic = (bytes[40]) 000102030405060708090a0b0c0d0e0f"
                     "101112131415161718191a1b1c1d1e1f...\n");
