@@ -32,8 +32,7 @@ typedef enum {
 #define FIELDS_MAX_STR     (64u << 10)
 #define FIELDS_MAX_PAYLOAD (256u << 20) /* FORMAT_MAX_SECTION_SIZE */
 
-/* "u8", "u64", "struct", ...; "kind N" is not possible without a buffer, so
- * unknown kinds are "unknown kind". */
+/* "u8", "u64", "struct", ...; "unknown kind" for values outside the enum. */
 const char *fields_kind_name(unsigned kind);
 
 /* Size of the value of a fixed-size kind (U8..BOOL), 0 for the others. */

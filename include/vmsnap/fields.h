@@ -101,7 +101,8 @@ void vmsnap_fr_free(VmsnapFieldReader *r);
 
 /* Pretty-prints a whole payload, one line per scalar field:
  * "<prefix>.regs.rip = (u64) 0x0000000000101234\n". BYTES print as hex (long ones
- * abbreviated unless `full`). Returns false with an error on malformed input. */
+ * abbreviated unless `full`). Returns false with an error on malformed input; `out`
+ * then holds the lines before the malformed field. */
 bool vmsnap_fields_print(const void *data, size_t len, const char *prefix, bool full,
                          GString *out, GError **error);
 
