@@ -2,6 +2,7 @@
 #pragma once
 
 #include "machine.h"
+#include "migration.h"
 
 #include <glib.h>
 
@@ -20,4 +21,18 @@ typedef struct CliCommand {
 bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error);
 
 int cli_run(int argc, char **argv);
+int cli_restore(int argc, char **argv);
 int cli_save(int argc, char **argv);
+int cli_inspect(int argc, char **argv);
+int cli_verify(int argc, char **argv);
+
+/* Parses a snapshot argument "FILE[,offset=N]" (an optional "file:" prefix is
+ * accepted; N is decimal, 0x-hex or a size such as 1M). Returns false with an error
+ * quoting the argument. */
+bool cli_parse_snapshot_arg(const char *arg, char **path, uint64_t *offset, GError **error);
+
+/* The canonical text form of a binary (RFC 4122 byte order) UUID; g_free it. */
+char *cli_uuid_string(const uint8_t uuid[16]);
+
+/* "map" / "copy" (NULL: map). */
+bool cli_parse_restore_mode(const char *text, RestoreMode *mode, GError **error);

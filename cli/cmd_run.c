@@ -9,8 +9,9 @@
 
 bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
 {
-    g_autofree char *memory = NULL, *cpus = NULL, *backend = NULL;
-    gboolean paused = FALSE;
+    g_autofree char *memory = NULL, *cpus = NULL, *backend = NULL, *incoming = NULL;
+    g_autofree char *mode = NULL;
+    gboolean paused = FALSE, verify = FALSE;
     GOptionEntry entries[] = {
         { "memory", 'm', 0, G_OPTION_ARG_STRING, &memory,
           "Guest RAM (default 256M; a bare number is MiB, as in QEMU)", "SIZE" },
@@ -29,6 +30,15 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
           "Start with the vCPUs stopped (QEMU's -S); resume with the QMP 'cont'", NULL },
         { "memory-backend", 0, 0, G_OPTION_ARG_STRING, &backend,
           "Guest RAM allocation: anon (default) or memfd", "anon|memfd" },
+        { "incoming", 'i', 0, G_OPTION_ARG_STRING, &incoming,
+          "Wait for an incoming migration: a snapshot URI (file:PATH[,offset=N]) loaded at "
+          "start, or 'defer' to wait for the QMP migrate-incoming", "URI|defer" },
+        { "restore-mode", 0, 0, G_OPTION_ARG_STRING, &mode,
+          "With --incoming: map (default) or copy", "map|copy" },
+        { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
+          "With --incoming: check every page checksum before the guest runs", NULL },
+        { "x-skip-device-load", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING_ARRAY,
+          &cfg->skip_devices, "Test only: do not load this device's section", "NAME" },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- boot a VM");
@@ -89,6 +99,24 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         return false;
     }
     cfg->paused = paused;
+    cfg->verify = verify;
+    RestoreMode rm;
+    if (!cli_parse_restore_mode(mode, &rm, error)) {
+        g_prefix_error(error, "--restore-");
+        return false;
+    }
+    cfg->restore_mode_copy = rm == RESTORE_MODE_COPY;
+    if (incoming) {
+        cfg->incoming = true;
+        cfg->incoming_defer = !strcmp(incoming, "defer");
+        if (cfg->incoming_defer && !cfg->qmp) {
+            g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "--incoming defer needs --qmp (migrate-incoming comes over QMP)");
+            return false;
+        }
+        if (!cfg->incoming_defer)
+            cfg->incoming_uri = g_steal_pointer(&incoming);
+    }
     return true;
 }
 
@@ -107,6 +135,18 @@ int cli_run(int argc, char **argv)
     if (!m) {
         fprintf(stderr, "vmsnap run: %s\n", error->message);
         return CLI_EXIT_USAGE;
+    }
+    if (m->cfg.incoming_uri) {
+        IncomingOptions opt = {
+            .mode = m->cfg.restore_mode_copy ? RESTORE_MODE_COPY : RESTORE_MODE_MAP,
+            .verify = m->cfg.verify,
+            .skip = (const char *const *)m->cfg.skip_devices,
+        };
+        if (!migration_incoming(m, m->cfg.incoming_uri, &opt, &error)) {
+            fprintf(stderr, "vmsnap run: --incoming: %s\n", error->message);
+            machine_free(m);
+            return CLI_EXIT_USAGE;
+        }
     }
     int code = machine_run(m);
     machine_free(m);

@@ -9,6 +9,7 @@
 static const CliCommand commands[] = {
     { "run", "Boot a VM (the built-in self-checking guest by default)", cli_run },
     { "save", "Save a running VM through its QMP socket, with progress", cli_save },
+    { "restore", "Start a VM from a snapshot (map or copy)", cli_restore },
 };
 
 static void usage(FILE *f)

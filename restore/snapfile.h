@@ -3,6 +3,8 @@
 
 #include "format.h"
 
+#include <gio/gio.h>
+
 #include <vmsnap/restore.h>
 
 struct VmsnapSnapshot {

@@ -2,13 +2,16 @@
 
 #include "boot.h"
 #include "config.h"
+#include "devstate.h"
 #include "guests.h"
+#include "migration.h"
 #include "multiboot.h"
 
 #include <glib-unix.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <xxhash.h>
 
 #define DEBUG_EXIT_PORT 0xf4 /* QEMU's isa-debug-exit: status = (value << 1) | 1 */
 #define POST_PORT       0x80
@@ -21,6 +24,8 @@ void machine_config_clear(MachineConfig *cfg)
     g_clear_pointer(&cfg->qmp, g_free);
     g_clear_pointer(&cfg->name, g_free);
     g_clear_pointer(&cfg->uuid, g_free);
+    g_clear_pointer(&cfg->skip_devices, g_strfreev);
+    g_clear_pointer(&cfg->incoming_uri, g_free);
 }
 
 static void copy_config(MachineConfig *dst, const MachineConfig *src)
@@ -32,6 +37,8 @@ static void copy_config(MachineConfig *dst, const MachineConfig *src)
     dst->qmp = g_strdup(src->qmp);
     dst->name = g_strdup(src->name);
     dst->uuid = src->uuid ? g_strdup(src->uuid) : g_uuid_string_random();
+    dst->skip_devices = g_strdupv(src->skip_devices);
+    dst->incoming_uri = g_strdup(src->incoming_uri);
 }
 
 static void uart_irq(void *opaque, int level)
@@ -119,6 +126,8 @@ static bool load_kernel(Machine *m, GError **error)
         len = vmsnap_guest_dirty_elf_len;
         what = "embedded guest/dirty";
     }
+    m->kernel_desc = m->cfg.kernel ? g_strdup(m->cfg.kernel) : g_strdup("embedded:guest/dirty");
+    m->kernel_xxh3 = XXH3_64bits(image, len);
     MultibootImage img;
     if (!multiboot_load(image, len, what, m->cfg.append ? m->cfg.append : "", &m->vm->ram, &img,
                         error))
@@ -138,6 +147,7 @@ static bool open_qmp(Machine *m, GError **error)
     m->qmp = qmp_server_new("vmsnap " VMSNAP_VERSION, VMSNAP_VERSION_MAJOR, VMSNAP_VERSION_MINOR,
                             VMSNAP_VERSION_MICRO);
     machine_register_qmp(m);
+    migration_register_qmp(m);
     if (!qmp_server_listen_unix(m->qmp, m->cfg.qmp + 5, error)) {
         g_prefix_error(error, "--qmp: ");
         return false;
@@ -150,7 +160,9 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
     Machine *m = g_new0(Machine, 1);
     copy_config(&m->cfg, cfg);
     m->loop = g_main_loop_new(NULL, FALSE);
-    m->state = cfg->paused ? RUN_STATE_PRELAUNCH : RUN_STATE_RUNNING;
+    m->state = cfg->incoming ? RUN_STATE_INMIGRATE
+               : cfg->paused ? RUN_STATE_PRELAUNCH
+                             : RUN_STATE_RUNNING;
 
     if (!chardev_open(&m->serial, m->cfg.serial, error))
         goto fail;
@@ -164,13 +176,27 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
     pio_register(&m->vm->pio, UART_COM1_BASE, 8, uart_pio, &m->uart, "serial");
     pio_register(&m->vm->pio, DEBUG_EXIT_PORT, 1, debug_exit_pio, m->vm, "debug-exit");
     pio_register(&m->vm->pio, POST_PORT, 1, post_pio, NULL, "post");
-    if (!load_kernel(m, error) || !open_qmp(m, error))
+    m->devstate = devstate_new(m->vm, &m->uart, error);
+    if (!m->devstate)
+        goto fail;
+    if (!cfg->incoming && !load_kernel(m, error))
+        goto fail;
+    if (!open_qmp(m, error))
         goto fail;
     return m;
 
 fail:
     machine_free(m);
     return NULL;
+}
+
+/* For benchmarks: VMSNAP_TRACE_RESUME=1 prints when the vCPUs start running, on the
+ * same CLOCK_MONOTONIC a launcher can read. */
+static void trace_resume(void)
+{
+    if (g_getenv("VMSNAP_TRACE_RESUME"))
+        fprintf(stderr, "vmsnap-trace: vcpus running at monotonic %" G_GINT64_FORMAT " us\n",
+                g_get_monotonic_time());
 }
 
 static gboolean on_signal(gpointer data)
@@ -193,8 +219,10 @@ int machine_run(Machine *m)
         g_error_free(error);
         return MACHINE_EXIT_FAILED;
     }
-    if (m->state == RUN_STATE_RUNNING)
+    if (m->state == RUN_STATE_RUNNING) {
         vm_resume(m->vm);
+        trace_resume();
+    }
     g_main_loop_run(m->loop);
     if (m->qmp)
         qmp_server_flush(m->qmp);
@@ -208,7 +236,10 @@ void machine_free(Machine *m)
     for (unsigned i = 0; i < G_N_ELEMENTS(m->signal_sources); i++)
         if (m->signal_sources[i])
             g_source_remove(m->signal_sources[i]);
-    /* Stop the vCPUs before the devices they use go away. */
+    /* A save thread reads guest memory and device state: stop it first, then the
+     * vCPUs, before the devices they use go away. */
+    migration_cleanup(m);
+    devstate_free(m->devstate);
     vm_free(m->vm);
     if (m->qmp)
         qmp_server_free(m->qmp);
@@ -216,6 +247,7 @@ void machine_free(Machine *m)
     chardev_close(&m->serial);
     g_main_loop_unref(m->loop);
     machine_config_clear(&m->cfg);
+    g_free(m->kernel_desc);
     g_free(m);
 }
 
@@ -258,7 +290,10 @@ bool machine_cont(Machine *m, GError **error)
         break;
     }
     m->state = RUN_STATE_RUNNING;
-    vm_resume(m->vm);
+    if (m->vm->vcpus[0].thread_started) {
+        vm_resume(m->vm);
+        trace_resume();
+    }
     if (m->qmp)
         qmp_server_emit_event(m->qmp, "RESUME", NULL);
     return true;

@@ -26,12 +26,26 @@ typedef struct MachineConfig {
     char *qmp;          /* unix:PATH, or NULL */
     char *name;
     char *uuid;         /* canonical text form */
-    bool paused;        /* start in prelaunch, like QEMU's -S */
+    bool paused;        /* start in prelaunch, like QEMU's -S; after a restore: paused */
+    /* Incoming migration / restore: no kernel is loaded, the VM starts in inmigrate. */
+    bool incoming;
+    bool incoming_defer;      /* wait for QMP migrate-incoming */
+    char *incoming_uri;       /* loaded by the caller after machine_new() */
+    bool restore_mode_copy;   /* copy instead of map */
+    bool verify;              /* check every page checksum before running */
+    char **skip_devices;      /* test-only: device sections not to load */
 } MachineConfig;
+
+typedef struct DevState DevState;
+typedef struct Migration Migration;
 
 typedef struct Machine {
     MachineConfig cfg;
     Vm *vm;
+    DevState *devstate;
+    Migration *mig;
+    char *kernel_desc;     /* kernel path, or "embedded:guest/dirty" */
+    uint64_t kernel_xxh3;
     Chardev serial;
     Uart uart;
     QmpServer *qmp;

@@ -1,0 +1,43 @@
+/* Outgoing migration/save and incoming restore, driven by QMP (QEMU's commands
+ * and states: setup -> active -> completed | failed | cancelled). */
+#pragma once
+
+#include "machine.h"
+
+typedef enum {
+    RESTORE_MODE_MAP,
+    RESTORE_MODE_COPY,
+} RestoreMode;
+
+typedef struct IncomingOptions {
+    RestoreMode mode;
+    bool verify;                  /* check every page checksum before running (map) */
+    const char *const *skip;      /* test-only: device sections not to load */
+} IncomingOptions;
+
+/* Registers migrate, migrate_cancel, query-migrate, migrate-set-*, query-migrate-*,
+ * migrate-incoming. */
+void migration_register_qmp(Machine *m);
+
+/* Restores the VM from `uri` (file:PATH[,offset=N], fd:NAME, or a plain path) while
+ * the machine is in inmigrate: RAM (map or copy), then device state. On success
+ * the machine is paused (cfg.paused) or running. Returns false with an error naming
+ * the file and what is wrong; the machine stays in inmigrate. */
+bool migration_incoming(Machine *m, const char *uri, const IncomingOptions *opt,
+                        GError **error);
+
+/* Same, from a snapshot the caller opened (with VMSNAP_OPEN_NO_PAGE_CHECKSUMS only for
+ * map restores without verify). */
+typedef struct VmsnapSnapshot VmsnapSnapshot;
+bool migration_incoming_snapshot(Machine *m, VmsnapSnapshot *s, const IncomingOptions *opt,
+                                 GError **error);
+
+/* Open flags suited to a restore mode. */
+unsigned migration_open_flags(const IncomingOptions *opt);
+
+/* Opens file:PATH[,offset=N], fd:NAME (needs the QMP server) or a plain path. */
+VmsnapSnapshot *migration_open_snapshot(Machine *m, const char *uri, unsigned flags,
+                                        GError **error);
+
+/* Cancels an outgoing migration in progress and waits for its thread. */
+void migration_cleanup(Machine *m);
