@@ -9,6 +9,8 @@
  */
 #include "format.h"
 
+#include <gio/gio.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
