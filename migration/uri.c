@@ -27,6 +27,7 @@ static bool parse_file(const char *rest, MigrateUri *u, GError **error)
                                                  G_MAXINT64, &v, &local))
             return bad(error, "file: offset '%s' is not a number", num);
         u->offset = v;
+        u->has_offset = true;
         u->path = g_strndup(rest, (gsize)(opt - rest));
     } else {
         u->path = g_strdup(rest);

@@ -18,6 +18,7 @@ typedef struct MigrateUri {
     MigrateUriKind kind;
     char *path;      /* file: and unix: */
     uint64_t offset; /* file: ,offset=N */
+    bool has_offset; /* ",offset=" was given (even 0): write in place */
     char *fdname;    /* fd: */
     char *command;   /* exec: */
     char *host;      /* tcp: */

@@ -24,7 +24,7 @@ bool snapfile_read(void *opaque, uint64_t offset, void *buf, size_t len, GError 
         if (n == 0) {
             struct stat st;
             fstat(s->fd, &st);
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+            g_set_error(error, FORMAT_ERROR, FORMAT_ERROR_TRUNCATED,
                         "%s: truncated: the file is %" G_GINT64_FORMAT " bytes, the snapshot "
                         "needs %" G_GUINT64_FORMAT, s->what, (gint64)st.st_size,
                         offset + len);

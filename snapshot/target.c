@@ -53,14 +53,14 @@ static bool open_page_fd(SaveTarget *t, bool buffered, GError **error)
     return true;
 }
 
-bool save_target_open_path(SaveTarget *t, const char *path, uint64_t offset, bool buffered,
-                           GError **error)
+bool save_target_open_path(SaveTarget *t, const char *path, uint64_t offset, bool in_place,
+                           bool buffered, GError **error)
 {
     memset(t, 0, sizeof(*t));
     t->meta_fd = t->page_fd = -1;
     t->base = offset;
     t->path = g_strdup(path);
-    if (offset == 0) {
+    if (!in_place && offset == 0) {
         t->tmp_path = g_strdup_printf("%s.partial", path);
         t->what = g_strdup(t->tmp_path);
         t->meta_fd = open(t->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -17,12 +17,12 @@ typedef struct SaveTarget {
     uint64_t base;     /* offset of the snapshot in the file */
 } SaveTarget;
 
-/* Opens `path` for a snapshot at `offset`. offset == 0: a new PATH.partial that
- * commit renames over PATH. offset > 0: PATH itself (created if missing), written in
- * place after its first `offset` bytes. `buffered` skips O_DIRECT. If the filesystem
+/* Opens `path` for a snapshot at `offset`. Not in place: a new PATH.partial that
+ * commit renames over PATH. In place: PATH itself (created if missing), written
+ * after its first `offset` bytes. `buffered` skips O_DIRECT. If the filesystem
  * refuses O_DIRECT, pages are written buffered and target->direct is false. */
-bool save_target_open_path(SaveTarget *t, const char *path, uint64_t offset, bool buffered,
-                           GError **error);
+bool save_target_open_path(SaveTarget *t, const char *path, uint64_t offset, bool in_place,
+                           bool buffered, GError **error);
 
 /* Uses an open regular file (not closed by the target). */
 bool save_target_open_fd(SaveTarget *t, int fd, uint64_t offset, bool buffered,

@@ -237,6 +237,23 @@ static JsonNode *cmd_memory_write(QmpClient *c, JsonObject *args, gpointer opaqu
     return empty_object();
 }
 
+/* For benchmarks: makes every page of guest RAM non-zero (its own address in the
+ * first 8 bytes), so a save has to write all of RAM. Paused VMs only. */
+static JsonNode *cmd_memory_fill(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
+{
+    Machine *m = opaque;
+    if (!require_stopped(m, "x-guest-memory-fill", error))
+        return NULL;
+    for (unsigned i = 0; i < m->vm->ram.n_blocks; i++) {
+        RamBlock *b = &m->vm->ram.blocks[i];
+        for (uint64_t off = 0; off < b->size; off += b->page_size) {
+            uint64_t v = (b->gpa + off) | 1;
+            memcpy(b->host + off, &v, sizeof(v));
+        }
+    }
+    return empty_object();
+}
+
 static const QmpArgSpec no_args[] = { { NULL } };
 static const QmpArgSpec read_args[] = {
     { "addr", QMP_ARG_INT, FALSE },
@@ -261,6 +278,7 @@ static const QmpCommand vm_commands[] = {
     { "x-guest-memory-digest", cmd_memory_digest, no_args },
     { "x-guest-memory-read", cmd_memory_read, read_args },
     { "x-guest-memory-write", cmd_memory_write, write_args },
+    { "x-guest-memory-fill", cmd_memory_fill, no_args },
 };
 
 void machine_register_qmp(Machine *m)

@@ -26,6 +26,7 @@ typedef struct VmsnapSaveOptions {
     uint32_t struct_size;       /* sizeof(VmsnapSaveOptions) */
     unsigned threads;           /* parallel writers; 0 = number of online CPUs */
     uint64_t offset;            /* where the snapshot starts in the file (bytes before are kept) */
+    bool in_place;              /* vmsnap_save_path: write PATH itself even at offset 0 */
     bool no_checksums;          /* benchmarks only: store zero checksums (such files fail
                                  * page verification) */
     bool buffered;              /* force buffered page writes instead of O_DIRECT */
@@ -49,9 +50,9 @@ typedef struct VmsnapSaveStats {
 } VmsnapSaveStats;
 
 /*
- * Saves to the file `path`. With opt->offset == 0 the snapshot replaces `path`
- * atomically (written as PATH.partial, synced, renamed). With an offset, the file
- * must exist and is written in place after its first `offset` bytes, which are kept.
+ * Saves to the file `path`. By default the snapshot replaces `path` atomically
+ * (written as PATH.partial, synced, renamed). With an offset or opt->in_place, PATH
+ * itself is written (created if missing) after its first `offset` bytes, which are kept.
  * Returns true on success; false with an error naming the file and the failing
  * step; on failure no complete-looking snapshot is left behind.
  */

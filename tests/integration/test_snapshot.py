@@ -308,10 +308,12 @@ if __name__ == "__main__":
             for mode in ("map", "copy"):
                 for kind in ("file", "fd"):
                     tests.append(round_trip(mem, cpus, mode, kind))
-    for mem in ("1G", "5G"):
-        for cpus in (1, 2):
-            for mode in ("map", "copy"):
-                tests.append(round_trip(mem, cpus, mode, "file" if cpus == 1 else "fd"))
+    for cpus in (1, 2):
+        for mode in ("map", "copy"):
+            tests.append(round_trip("1G", cpus, mode, "file" if cpus == 1 else "fd"))
+    # 5 GiB (two RAM blocks): every dimension once, to keep CI short
+    tests.append(round_trip("5G", 1, "map", "file"))
+    tests.append(round_trip("5G", 2, "copy", "fd"))
     tests += [test_restored_vm_saves_again, test_offset_keeps_prefix, test_sparse_file,
               test_killed_writer, test_flipped_page_byte, test_garbage_in_absent_page,
               test_flipped_metadata_bytes, test_truncated_file, test_newer_section_version,
