@@ -174,7 +174,14 @@ def main():
         print("limits on %s: O_DIRECT write %.2f GB/s, O_DIRECT read %.2f GB/s, fresh-memory "
               "first touch %.2f GB/s" % (a.dir, w, r, touch), flush=True)
 
-        rows = []
+        print("\n| measurement | vmsnap | physical limit (same run) | ratio |")
+        print("|---|---:|---:|---:|", flush=True)
+
+        class Rows(list):
+            def append(self, row):
+                print("| %s | %s | %s | %s |" % row, flush=True)
+                super().append(row)
+        rows = Rows()
         snaps = {}
         extra = 0
         for size in a.sizes.split(","):
@@ -209,10 +216,6 @@ def main():
                          "%.0f%%" % (100 * gbps / limit)))
         rows.append(("peak extra memory of the saving process", "%.0f MiB" % extra,
                      "target <= 64 MiB + metadata", ""))
-        print("\n| measurement | vmsnap | physical limit (same run) | ratio |")
-        print("|---|---:|---:|---:|")
-        for row in rows:
-            print("| %s | %s | %s | %s |" % row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

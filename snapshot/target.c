@@ -89,6 +89,12 @@ bool save_target_open_fd(SaveTarget *t, int fd, uint64_t offset, bool buffered, 
                     t->what);
         return false;
     }
+    if (fl & O_APPEND) {
+        /* pwrite() on an O_APPEND fd appends: offsets would be wrong. */
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "%s: opened with O_APPEND; a snapshot needs positioned writes", t->what);
+        return false;
+    }
     return check_regular(t, error) && open_page_fd(t, buffered, error);
 }
 

@@ -301,8 +301,9 @@ bool machine_cont(Machine *m, GError **error)
 
 void machine_shutdown(Machine *m, int exit_code, bool guest, const char *reason)
 {
-    if (m->state == RUN_STATE_SHUTDOWN)
+    if (m->shutting_down)
         return;
+    m->shutting_down = true;
     if (runstate_is_running(m->state))
         vm_pause(m->vm);
     if (m->state != RUN_STATE_INTERNAL_ERROR)

@@ -52,6 +52,7 @@ typedef struct Machine {
     GMainLoop *loop;
     RunState state;
     int exit_code;
+    bool shutting_down;
     guint signal_sources[3];
 } Machine;
 

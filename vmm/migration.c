@@ -132,6 +132,10 @@ static gboolean save_finished(gpointer data)
             machine_cont(m, NULL);
         set_status(g, cancelled ? MIG_CANCELLED : MIG_FAILED);
     } else {
+        if (!g->stats.direct_io)
+            g_printerr("vmsnap: note: %s does not support O_DIRECT; pages were written "
+                       "through the page cache\n",
+                       g->uri.kind == MIGRATE_URI_FILE ? g->uri.path : "the fd's file");
         machine_set_state(m, RUN_STATE_POSTMIGRATE);
         set_status(g, MIG_COMPLETED);
     }
@@ -200,6 +204,8 @@ static JsonNode *cmd_migrate(QmpClient *c, JsonObject *args, gpointer opaque, GE
         if (g->fd < 0)
             return NULL;
         if (!fd_is_regular(g->fd)) {
+            close(g->fd);
+            g->fd = -1;
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                         "fd '%s' is a pipe or socket: the stream format is not supported yet; "
                         "pass a regular file", g->uri.fdname);

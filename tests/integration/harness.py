@@ -160,6 +160,8 @@ class Vm:
             argv += ["--qmp", "unix:" + self.qmp_path]
         argv += list(args or []) + list(extra or [])
         self.argv = argv
+        if self.qmp_path and os.path.exists(self.qmp_path):
+            os.unlink(self.qmp_path)  # a killed VM leaves its socket behind
         self.stderr = open(self.stderr_path, "wb")
         penv = dict(os.environ, **env) if env else None
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.stderr,

@@ -170,6 +170,49 @@ def test_killed_writer(workdir, vms):
     check_restored(dst, digest)
 
 
+def test_buffered_fallback(workdir, vms):
+    """tmpfs has no O_DIRECT: pages go through the page cache, with a notice."""
+    need_kvm()
+    shm = "/dev/shm"
+    if not os.path.isdir(shm):
+        raise Skip("no /dev/shm")
+    src = boot(vms, workdir)
+    path = os.path.join(shm, "vmsnap-test-%d.snap" % os.getpid())
+    try:
+        digest, info = save_paused(src, "file:" + path)
+        check(info["x-vmsnap"]["direct-io"] is False, "direct-io on tmpfs: %s" % info)
+        check("does not support O_DIRECT" in src.stderr_text(), src.stderr_text())
+        src.quit()
+        dst = restore(vms, workdir, "file:" + path, "copy")
+        check_restored(dst, digest)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def test_fd_refusals(workdir, vms):
+    """fd: must be a regular file open for positioned writes; the VM keeps running."""
+    need_kvm()
+    src = boot(vms, workdir)
+    path = os.path.join(workdir, "append.snap")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        info = src.save(None, fds=[fd], expect="failed")
+    finally:
+        os.close(fd)
+    check("O_APPEND" in info.get("error-desc", ""), info)
+    check(src.status() == "running", "status %s" % src.status())
+    r, w = os.pipe()
+    try:
+        src.qmp.cmd("getfd", {"fdname": "p"}, fds=[w])
+        resp = src.qmp.execute("migrate", {"uri": "fd:p"})
+    finally:
+        os.close(r)
+        os.close(w)
+    check("error" in resp and "pipe or socket" in resp["error"]["desc"], resp)
+    check(src.status() == "running", "status %s" % src.status())
+
+
 def saved_64m(vms, workdir):
     src = boot(vms, workdir)
     path = os.path.join(workdir, "vm.snap")
@@ -317,5 +360,5 @@ if __name__ == "__main__":
     tests += [test_restored_vm_saves_again, test_offset_keeps_prefix, test_sparse_file,
               test_killed_writer, test_flipped_page_byte, test_garbage_in_absent_page,
               test_flipped_metadata_bytes, test_truncated_file, test_newer_section_version,
-              test_full_filesystem]
+              test_full_filesystem, test_buffered_fallback, test_fd_refusals]
     sys.exit(run_tests(tests))

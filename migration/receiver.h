@@ -1,0 +1,53 @@
+/*
+ * The migration stream receiver (docs/PROTOCOL.md): reads the main channel (and
+ * extra multifd channels), validates every record, writes pages into the
+ * destination's RAM and collects the configuration and device sections, which the
+ * caller then loads. Hostile input never crashes it: every error names the channel,
+ * record number, type and offset.
+ */
+#pragma once
+
+#include "format.h"
+#include "stream.h"
+
+#include <vmsnap/vm.h>
+
+typedef struct Receiver Receiver;
+
+typedef struct ReceiverHooks {
+    /* Called with the CONFIG payload (fields) before any page: the destination checks
+     * that it can run this VM (memory, vCPUs, and the UUID when the stream asks for
+     * validation). Return false with an error to refuse. */
+    bool (*config)(void *opaque, GBytes *fields, uint32_t version, const uint8_t vm_uuid[16],
+                   bool validate_uuid, GError **error);
+    /* Supplies extra channels (multifd): blocks until the next connection arrives,
+     * returns a stream (owned by the receiver) or NULL with an error. */
+    VStream *(*accept_channel)(void *opaque, GError **error);
+    void *opaque;
+} ReceiverHooks;
+
+/* `blocks` are the destination's RAM blocks (host pointers); each stream block must
+ * match one by name, gpa and size. The main stream is owned by the receiver. */
+Receiver *receiver_new(VStream *main, const VmsnapRamBlock *blocks, unsigned n_blocks,
+                       const ReceiverHooks *hooks);
+
+/* Runs to the main channel's END (or the first error). Page data lands directly in
+ * the blocks. Returns false with an error naming the record at fault. */
+bool receiver_run(Receiver *r, GError **error);
+
+/* After a successful run: the sections, for loading. */
+typedef struct ReceivedSection {
+    char name[FORMAT_SECTION_NAME_MAX + 1];
+    uint32_t instance;
+    uint32_t version;
+    GBytes *fields;
+} ReceivedSection;
+GBytes *receiver_config(const Receiver *r, uint32_t *version);
+const ReceivedSection *receiver_devices(const Receiver *r, unsigned *n);
+bool receiver_source_running(const Receiver *r);
+/* Statistics: passes seen, bytes and pages received. */
+uint32_t receiver_passes(const Receiver *r);
+uint64_t receiver_bytes(const Receiver *r);
+uint64_t receiver_pages(const Receiver *r);
+
+void receiver_free(Receiver *r);
