@@ -212,13 +212,19 @@ static bool read_payloads(Parser *p, GError **error)
     for (unsigned i = 0; i < s->n_sections; i++) {
         const FormatSection *sec = &s->sections[i];
         size_t size = (size_t)sec->size;
-        uint8_t *buf = g_malloc(size);
-        if (size > 0 && !p->read(p->opaque, sec->offset, buf, size, error)) {
-            g_free(buf);
-            return false;
+        if (p->map && size >= FORMAT_MAP_MIN) {
+            s->payloads[i] = p->map(p->opaque, sec->offset, size, error);
+            if (!s->payloads[i])
+                return false;
+        } else {
+            uint8_t *buf = g_malloc(size);
+            if (size > 0 && !p->read(p->opaque, sec->offset, buf, size, error)) {
+                g_free(buf);
+                return false;
+            }
+            s->payloads[i] = g_bytes_new_take(buf, size);
         }
-        s->payloads[i] = g_bytes_new_take(buf, size);
-        uint64_t computed = XXH3_64bits(buf, size);
+        uint64_t computed = XXH3_64bits(g_bytes_get_data(s->payloads[i], NULL), size);
         if (computed != sec->checksum) {
             return parse_section_error(p, i, error, FORMAT_ERROR_CORRUPT,
                                        "payload checksum mismatch (stored 0x%016" PRIx64
@@ -233,8 +239,17 @@ FormatSnapshot *format_snapshot_parse(FormatReadFn read, void *opaque, const cha
                                       uint64_t base, uint64_t disk_size, unsigned flags,
                                       GError **error)
 {
+    return format_snapshot_parse_mapped(read, NULL, opaque, what, base, disk_size, flags,
+                                        error);
+}
+
+FormatSnapshot *format_snapshot_parse_mapped(FormatReadFn read, FormatMapFn map, void *opaque,
+                                             const char *what, uint64_t base,
+                                             uint64_t disk_size, unsigned flags,
+                                             GError **error)
+{
     g_autoptr(FormatSnapshot) s = g_new0(FormatSnapshot, 1);
-    Parser p = { .s = s, .read = read, .opaque = opaque, .flags = flags };
+    Parser p = { .s = s, .read = read, .map = map, .opaque = opaque, .flags = flags };
     s->what = g_strdup(what != NULL ? what : "snapshot");
     s->disk_size = disk_size;
 

@@ -6,6 +6,7 @@
 typedef struct {
     FormatSnapshot *s;
     FormatReadFn read;
+    FormatMapFn map;
     void *opaque;
     unsigned flags;
 } Parser;

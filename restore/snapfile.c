@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +38,38 @@ bool snapfile_read(void *opaque, uint64_t offset, void *buf, size_t len, GError 
     return true;
 }
 
+typedef struct Mapping {
+    void *base;
+    size_t len;
+} Mapping;
+
+static void unmap(gpointer data)
+{
+    Mapping *m = data;
+    munmap(m->base, m->len);
+    g_free(m);
+}
+
+/* FormatMapFn: a read-only view of the page cache, no copy. */
+static GBytes *snapfile_map(void *opaque, uint64_t offset, size_t len, GError **error)
+{
+    VmsnapSnapshot *s = opaque;
+    uint64_t aligned = offset & ~(uint64_t)(getpagesize() - 1);
+    size_t delta = (size_t)(offset - aligned);
+    void *p = mmap(NULL, len + delta, PROT_READ, MAP_SHARED, s->fd, (off_t)aligned);
+    if (p == MAP_FAILED) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
+                    "%s: cannot map %zu bytes at offset 0x%" G_GINT64_MODIFIER "x: %s", s->what,
+                    len, offset, g_strerror(err));
+        return NULL;
+    }
+    Mapping *m = g_new(Mapping, 1);
+    m->base = p;
+    m->len = len + delta;
+    return g_bytes_new_with_free_func((uint8_t *)p + delta, len, unmap, m);
+}
+
 int snapfile_open_direct(const VmsnapSnapshot *s)
 {
     g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", s->fd);
@@ -63,8 +96,8 @@ static VmsnapSnapshot *open_common(int fd, uint64_t offset, const char *what, un
         fflags |= FORMAT_OPEN_ALLOW_PARTIAL;
     if (flags & VMSNAP_OPEN_NO_PAGE_CHECKSUMS)
         fflags |= FORMAT_OPEN_DROP_CHECKSUMS;
-    s->fmt = format_snapshot_parse(snapfile_read, s, what, offset, (uint64_t)st.st_size, fflags,
-                                   error);
+    s->fmt = format_snapshot_parse_mapped(snapfile_read, snapfile_map, s, what, offset,
+                                          (uint64_t)st.st_size, fflags, error);
     if (!s->fmt) {
         vmsnap_snapshot_close(s);
         return NULL;
