@@ -75,6 +75,18 @@ static void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* Measured on loopback, one connection, 1 MiB writes: a unix socket moves ~4.5 GB/s
+ * with the default 208 KiB send buffer and ~12 GB/s with 1 MiB (the kernel doubles
+ * it). For TCP, setting a size turns autotuning off and was slower (3.5 vs 5 GB/s),
+ * so TCP keeps the kernel's. */
+#define UNIX_SNDBUF (1 << 20)
+
+static void set_unix_sndbuf(int fd)
+{
+    int size = UNIX_SNDBUF;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
 /* ---- source side ---- */
 
 /* connect() with a time limit; returns 0 or an errno. */
@@ -128,6 +140,7 @@ static VStream *connect_unix(const MigrateUri *u, const char *name, GError **err
         fail_errno(error, err, name, "connect");
         return NULL;
     }
+    set_unix_sndbuf(fd);
     return vstream_fd_new(fd, true, name);
 }
 
@@ -579,7 +592,9 @@ VStream *transport_accept(TransportListener *l, int timeout_ms, GError **error)
             fail_errno(error, errno, l->name, "accept");
             return NULL;
         }
-        if (!l->is_unix)
+        if (l->is_unix)
+            set_unix_sndbuf(fd); /* the return path */
+        else
             set_nodelay(fd);
         return vstream_fd_new(fd, true, l->name);
     }
