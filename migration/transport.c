@@ -286,8 +286,8 @@ static pid_t spawn_shell(const char *command, int child_fd, bool to_child, const
     /* Its own process group, so that a command that ignores EOF can be ended with
      * whatever it started: sh -c does not exec the last command. */
     posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setflags(&attr, flags);
 
     char *argv[] = { "sh", "-c", (char *)command, NULL };
     pid_t pid;

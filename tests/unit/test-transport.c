@@ -198,7 +198,8 @@ static void test_tcp_bad_host(void)
     MigrateUri u = parse("tcp:no-such-host.invalid:4444");
     g_autoptr(GError) error = NULL;
     g_assert_null(transport_connect(&u, &error));
-    g_assert_true(g_str_has_prefix(error->message, "tcp:no-such-host.invalid:4444: cannot resolve"));
+    g_assert_true(
+        g_str_has_prefix(error->message, "tcp:no-such-host.invalid:4444: cannot resolve"));
     migrate_uri_clear(&u);
 }
 
