@@ -19,6 +19,26 @@ typedef struct VmsnapRamBlock {
                          * refuses to overwrite that file in place */
 } VmsnapRamBlock;
 
+/* Live operations a VMM offers for live save and migration. Called from the
+ * engine's thread. Any member may be NULL when the VMM cannot do it (then only
+ * stopped saves are possible). */
+typedef struct VmsnapVmOps {
+    uint32_t struct_size;          /* sizeof(VmsnapVmOps) */
+    /* Starts dirty tracking; every page counts as dirty at first. Cost must not grow
+     * with the RAM size. Returns false with an error. */
+    bool (*dirty_start)(void *opaque, GError **error);
+    /* ORs into `bitmap` (host-endian u64 words, one bit per page of `block`) the pages
+     * written since the previous fetch (or the start), and re-arms tracking for them:
+     * a write after this call shows in the next fetch. */
+    bool (*dirty_fetch)(void *opaque, unsigned block, uint64_t *bitmap, GError **error);
+    void (*dirty_stop)(void *opaque);
+    /* Stops the vCPUs for the final pass (the VM's state is then "finish-migrate"). */
+    void (*pause)(void *opaque);
+    /* Slows the vCPUs down to (100 - percent)% of their time; 0 stops throttling. */
+    void (*throttle)(void *opaque, unsigned percent);
+    void *opaque;
+} VmsnapVmOps;
+
 typedef struct VmsnapVm {
     uint32_t struct_size;          /* sizeof(VmsnapVm) */
     uint8_t uuid[16];              /* the VM's UUID */
@@ -28,6 +48,8 @@ typedef struct VmsnapVm {
     const VmsnapDevice *devices;   /* saved in this order, loaded in this order */
     GBytes *config;                /* CONFIG section payload (fields), written by the VMM */
     uint32_t config_version;
+    const VmsnapVmOps *ops;        /* NULL: stopped saves only */
+    bool running;                  /* the VM runs now (live save/migration possible) */
 } VmsnapVm;
 
 G_END_DECLS

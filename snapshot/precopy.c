@@ -1,0 +1,225 @@
+#include "precopy.h"
+
+#include <string.h>
+
+static uint64_t now_us(void)
+{
+    return (uint64_t)g_get_monotonic_time();
+}
+
+static void set32(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+static void set64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+bool device_payload_save(const VmsnapDevice *d, DevicePayload *out, GError **error)
+{
+    memset(out, 0, sizeof(*out));
+    g_strlcpy(out->name, d->name, sizeof(out->name));
+    out->instance = d->instance;
+    out->version = d->version;
+    VmsnapFieldWriter *w = vmsnap_fw_new();
+    if (!d->save(d->opaque, w, error)) {
+        vmsnap_fw_free(w);
+        g_prefix_error(error, "saving device '%s' instance %u: ", d->name, d->instance);
+        return false;
+    }
+    out->fields = vmsnap_fw_finish(w, error);
+    if (!out->fields) {
+        g_prefix_error(error, "saving device '%s' instance %u: ", d->name, d->instance);
+        return false;
+    }
+    return true;
+}
+
+void device_payloads_free(DevicePayload *p, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (p[i].fields)
+            g_bytes_unref(p[i].fields);
+    g_free(p);
+}
+
+typedef struct Dirty {
+    unsigned n;
+    uint64_t **maps;
+    size_t *words;
+} Dirty;
+
+static void dirty_clear(Dirty *d)
+{
+    for (unsigned i = 0; i < d->n; i++)
+        memset(d->maps[i], 0, d->words[i] * sizeof(uint64_t));
+}
+
+/* ORs the pages dirtied since the last fetch into d; returns how many are set. */
+static bool dirty_fetch(const VmsnapVm *vm, Dirty *d, uint64_t *count, GError **error)
+{
+    uint64_t n = 0;
+    for (unsigned b = 0; b < d->n; b++) {
+        if (!vm->ops->dirty_fetch(vm->ops->opaque, b, d->maps[b], error))
+            return false;
+        for (size_t w = 0; w < d->words[b]; w++)
+            n += (uint64_t)__builtin_popcountll(d->maps[b][w]);
+    }
+    *count = n;
+    return true;
+}
+
+static bool cancelled(const SaveSink *s)
+{
+    return s->cancel && __atomic_load_n(s->cancel, __ATOMIC_RELAXED);
+}
+
+/* QEMU's auto-converge rule: when the guest dirtied more than half of what a pass
+ * sent, twice in a row, raise the throttle (initial, then by increment, up to max). */
+static void converge_step(const VmsnapVm *vm, const PrecopyParams *p, PrecopyState *st,
+                          uint64_t dirty_bytes, uint64_t sent_bytes, unsigned *strikes)
+{
+    if (!p->auto_converge || !vm->ops->throttle)
+        return;
+    if (dirty_bytes * 2 <= sent_bytes) {
+        *strikes = 0;
+        return;
+    }
+    if (++*strikes < 2)
+        return;
+    *strikes = 0;
+    uint32_t t = __atomic_load_n(&st->throttle, __ATOMIC_RELAXED);
+    t = t ? t + p->throttle_increment : p->throttle_initial;
+    t = MIN(t, p->throttle_max);
+    set32(&st->throttle, t);
+    vm->ops->throttle(vm->ops->opaque, t);
+}
+
+static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, Dirty *d,
+                        GError **error)
+{
+    const VmsnapVm *vm = s->vm;
+    uint64_t count = 0, fetched_at = now_us();
+    unsigned strikes = 0;
+
+    if (!vm->ops->dirty_start(vm->ops->opaque, error))
+        return false;
+    /* Tracking starts with every page dirty: the first fetch re-arms all of them. */
+    if (!dirty_fetch(vm, d, &count, error))
+        return false;
+    set32(&st->phase, PRECOPY_ACTIVE);
+    for (uint32_t pass = 1;; pass++) {
+        uint64_t t0 = now_us();
+        uint64_t sent0 = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+        if (!s->ops->pass(s, d->maps, pass, false, count, error))
+            return false;
+        uint64_t t1 = now_us();
+        uint64_t sent = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED) - sent0;
+        if (t1 > t0 && sent) {
+            uint64_t bw = sent * 1000000 / (t1 - t0);
+            uint64_t old = __atomic_load_n(&st->bandwidth, __ATOMIC_RELAXED);
+            set64(&st->bandwidth, old ? (old + bw) / 2 : bw);
+        }
+        dirty_clear(d);
+        if (!dirty_fetch(vm, d, &count, error))
+            return false;
+        uint64_t t2 = now_us();
+        set64(&st->dirty_pages_rate, t2 > fetched_at ? count * 1000000 / (t2 - fetched_at) : 0);
+        fetched_at = t2;
+        uint64_t bw = __atomic_load_n(&st->bandwidth, __ATOMIC_RELAXED);
+        uint64_t page = vm->blocks[0].page_size;
+        uint64_t expected = bw ? count * page * 1000 / bw : UINT64_MAX;
+        set64(&st->remaining_pages, count);
+        set64(&st->expected_downtime_ms, expected);
+        set32(&st->pass, pass);
+        if (p->pass_done)
+            p->pass_done(p->opaque, pass);
+        if (cancelled(s)) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "migration cancelled");
+            return false;
+        }
+        if (expected <= p->downtime_limit_ms || (p->max_passes && pass >= p->max_passes))
+            return true;
+        converge_step(vm, p, st, count * page, sent, &strikes);
+    }
+}
+
+static bool save_devices(const VmsnapVm *vm, DevicePayload **out, GError **error)
+{
+    *out = g_new0(DevicePayload, vm->n_devices ? vm->n_devices : 1);
+    for (unsigned i = 0; i < vm->n_devices; i++)
+        if (!device_payload_save(&vm->devices[i], &(*out)[i], error))
+            return false;
+    return true;
+}
+
+bool precopy_run(SaveSink *s, const PrecopyParams *p, PrecopyState *st, GError **error)
+{
+    const VmsnapVm *vm = s->vm;
+    const VmsnapVmOps *ops = vm->ops;
+    bool running = vm->running;
+    bool live = p->live && running && ops && ops->dirty_start && ops->dirty_fetch && ops->pause;
+    bool tracking = false, ok = false;
+    DevicePayload *devices = NULL;
+    Dirty d = { 0 };
+
+    set32(&st->phase, PRECOPY_SETUP);
+    if (!s->ops->begin(s, error))
+        goto out;
+    if (live) {
+        d.n = vm->n_blocks;
+        d.maps = g_new0(uint64_t *, d.n);
+        d.words = g_new0(size_t, d.n);
+        for (unsigned b = 0; b < d.n; b++) {
+            uint64_t pages = vm->blocks[b].size / vm->blocks[b].page_size;
+            d.words[b] = (size_t)((pages + 63) / 64);
+            d.maps[b] = g_new0(uint64_t, d.words[b]);
+        }
+        tracking = true;
+        if (!live_passes(s, p, st, &d, error))
+            goto out;
+    }
+    if (running && ops && ops->pause) {
+        set64(&st->paused_us, now_us());
+        ops->pause(ops->opaque);
+    }
+    uint32_t final_pass = __atomic_load_n(&st->pass, __ATOMIC_RELAXED) + 1;
+    uint64_t left = 0;
+    if (live && !dirty_fetch(vm, &d, &left, error))
+        goto out;
+    if (p->before_switchover) {
+        set32(&st->phase, PRECOPY_PRE_SWITCHOVER);
+        if (!p->before_switchover(p->opaque, error))
+            goto out;
+    }
+    set32(&st->phase, PRECOPY_DEVICE);
+    if (!s->ops->pass(s, live ? d.maps : NULL, final_pass, true, left, error))
+        goto out;
+    set32(&st->pass, final_pass);
+    set64(&st->remaining_pages, 0);
+    if (!save_devices(vm, &devices, error) ||
+        !s->ops->finish(s, devices, vm->n_devices, running, error))
+        goto out;
+    set32(&st->phase, PRECOPY_DONE);
+    ok = true;
+out:
+    if (__atomic_load_n(&st->paused_us, __ATOMIC_RELAXED))
+        set64(&st->downtime_us, now_us() - st->paused_us);
+    if (tracking) {
+        if (ops->throttle && __atomic_load_n(&st->throttle, __ATOMIC_RELAXED))
+            ops->throttle(ops->opaque, 0);
+        if (ops->dirty_stop)
+            ops->dirty_stop(ops->opaque);
+    }
+    if (!ok)
+        s->ops->abort(s);
+    if (devices)
+        device_payloads_free(devices, vm->n_devices);
+    for (unsigned b = 0; b < d.n; b++)
+        g_free(d.maps[b]);
+    g_free(d.maps);
+    g_free(d.words);
+    return ok;
+}
