@@ -23,6 +23,7 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error);
 int cli_run(int argc, char **argv);
 int cli_restore(int argc, char **argv);
 int cli_save(int argc, char **argv);
+int cli_migrate(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_verify(int argc, char **argv);
 

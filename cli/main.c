@@ -10,6 +10,7 @@ static const CliCommand commands[] = {
     { "run", "Boot a VM (the built-in self-checking guest by default)", cli_run },
     { "save", "Save a running VM through its QMP socket, with progress", cli_save },
     { "restore", "Start a VM from a snapshot (map or copy)", cli_restore },
+    { "migrate", "Live-migrate a running VM through its QMP socket, with progress", cli_migrate },
     { "inspect", "Show a snapshot file: header, config, sections, RAM; extract RAM", cli_inspect },
     { "verify", "Check a snapshot file: metadata, then every page", cli_verify },
 };
