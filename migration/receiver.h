@@ -21,18 +21,27 @@ typedef struct ReceiverHooks {
     bool (*config)(void *opaque, GBytes *fields, uint32_t version, const uint8_t vm_uuid[16],
                    bool validate_uuid, GError **error);
     /* Supplies extra channels (multifd): blocks until the next connection arrives,
-     * returns a stream (owned by the receiver) or NULL with an error. */
+     * returns a stream (owned by the receiver) or NULL with an error. It should time
+     * out: the receiver waits for all channels before the first page is applied.
+     * Both hooks are called from the thread that runs receiver_run(), after the main
+     * channel's RAM_BLOCKS. */
     VStream *(*accept_channel)(void *opaque, GError **error);
     void *opaque;
 } ReceiverHooks;
 
 /* `blocks` are the destination's RAM blocks (host pointers); each stream block must
- * match one by name, gpa and size. The main stream is owned by the receiver. */
+ * match one by name, gpa and size, and each destination block must be in the stream.
+ * With n_blocks 0, the receiver maps anonymous memory (MAP_NORESERVE) for each block
+ * of the stream instead, freed by receiver_free() (`vmsnap convert`). The main stream
+ * is owned by the receiver. hooks may be NULL (accept any config, one channel). */
 Receiver *receiver_new(VStream *main, const VmsnapRamBlock *blocks, unsigned n_blocks,
                        const ReceiverHooks *hooks);
 
-/* Runs to the main channel's END (or the first error). Page data lands directly in
- * the blocks. Returns false with an error naming the record at fault. */
+/* Runs to the END of every channel and the end of file after it (or the first
+ * error). Page data lands directly in the blocks. Returns false with an error naming
+ * the channel and record at fault. With several channels, one thread per channel
+ * reads; a failed run returns without waiting for a channel blocked in a read (that
+ * thread writes no more pages and exits when its read returns). */
 bool receiver_run(Receiver *r, GError **error);
 
 /* After a successful run: the sections, for loading. */
@@ -44,8 +53,10 @@ typedef struct ReceivedSection {
 } ReceivedSection;
 GBytes *receiver_config(const Receiver *r, uint32_t *version);
 const ReceivedSection *receiver_devices(const Receiver *r, unsigned *n);
+/* The destination's blocks (those given to receiver_new, or the receiver's own). */
+const VmsnapRamBlock *receiver_ram_blocks(const Receiver *r, unsigned *n);
 bool receiver_source_running(const Receiver *r);
-/* Statistics: passes seen, bytes and pages received. */
+/* Statistics: passes seen, bytes and pages received (any thread, any time). */
 uint32_t receiver_passes(const Receiver *r);
 uint64_t receiver_bytes(const Receiver *r);
 uint64_t receiver_pages(const Receiver *r);

@@ -1,0 +1,78 @@
+/* The receiver's shared state (migration/receiver*.c only). */
+#pragma once
+
+#include "receiver.h"
+#include "stream_format.h"
+
+/* Where a channel is in its record sequence (PROTOCOL.md 3). */
+typedef enum {
+    PHASE_CONFIG,     /* main: CONFIG comes first */
+    PHASE_RAM_BLOCKS, /* main: then RAM_BLOCKS */
+    PHASE_PASSES,     /* PAGES and SYNC */
+    PHASE_DEVICES,    /* after the FINAL SYNC: DEVICE (main) and END */
+    PHASE_DONE,       /* after END */
+} ChannelPhase;
+
+typedef struct Channel {
+    Receiver *r;
+    uint32_t index;      /* 0 = main */
+    VStream *s;          /* owned */
+    uint64_t offset;     /* bytes of this channel consumed so far */
+    uint32_t seq;        /* next expected sequence number */
+    StreamChain *chain;
+    ChannelPhase phase;
+    uint32_t synced;     /* SYNC records delivered (r->lock when others may look) */
+    bool final;          /* its FINAL SYNC was delivered */
+    uint8_t *buf;        /* payload buffer, reused */
+    size_t cap;
+    GThread *thread;
+} Channel;
+
+struct Receiver {
+    gint refs;             /* the caller's, plus one per running channel thread */
+    VmsnapRamBlock *dst;   /* the destination's blocks (host pointers) */
+    unsigned n_dst;
+    bool own_blocks;       /* receiver_new got no blocks: they are mmaps of ours */
+    ReceiverHooks hooks;
+    bool ran;
+
+    StreamHeader header;
+    FormatBlock *blocks;   /* the stream's RAM_BLOCKS table */
+    unsigned n_blocks;
+    unsigned *map;         /* stream block -> index in dst */
+    GBytes *config;
+    uint32_t config_version;
+    GArray *devices;       /* ReceivedSection */
+    uint64_t device_bytes;
+    bool source_running;
+
+    Channel *ch[STREAM_MAX_CHANNELS];
+    unsigned n_channels;
+    bool threaded;         /* channels > 1: one thread per channel */
+
+    GMutex lock;           /* the fields below, and synced/final of every channel */
+    GCond cond;
+    bool failed;
+    GError *error;         /* the first error of any channel thread */
+    unsigned running;      /* channel threads not finished */
+    GRWLock apply;         /* readers: applying pages; writer: a failed run waits them out */
+
+    uint64_t bytes;        /* atomic */
+    uint64_t pages;        /* atomic */
+};
+
+Channel *channel_new(Receiver *r, uint32_t index, VStream *s, uint64_t offset);
+void channel_free(Channel *ch);
+
+/* Reads and handles records until the main channel's RAM_BLOCKS (setup=true, main
+ * only) or until END and the end of the stream after it. False with an error naming
+ * the record; false with no error when another channel failed first. */
+bool channel_run(Channel *ch, bool setup, GError **error);
+
+/* Reads exactly len bytes of the channel; EOF is reported as truncation naming
+ * `where` (a phrase such as "the stream header"). */
+bool channel_read(Channel *ch, void *buf, size_t len, const char *where, GError **error);
+
+/* Allocates (own_blocks) or matches the destination's blocks against the stream's
+ * table; fills r->map. Errors name the block and both values. */
+bool receiver_match_blocks(Receiver *r, GError **error);
