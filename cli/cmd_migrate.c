@@ -124,7 +124,6 @@ int cli_migrate(int argc, char **argv)
         .auto_converge = a.auto_converge,
         .validate_uuid = a.validate_uuid,
         .pause_before_switchover = a.pause_before_switchover,
-        .live = true,
         .multifd_channels = multifd ? a.channels : 0,
         .downtime_limit = a.downtime_limit,
         .max_bandwidth = a.max_bandwidth,

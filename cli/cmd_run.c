@@ -137,12 +137,7 @@ int cli_run(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     if (m->cfg.incoming_uri) {
-        IncomingOptions opt = {
-            .mode = m->cfg.restore_mode_copy ? RESTORE_MODE_COPY : RESTORE_MODE_MAP,
-            .verify = m->cfg.verify,
-            .skip = (const char *const *)m->cfg.skip_devices,
-        };
-        if (!migration_incoming(m, m->cfg.incoming_uri, &opt, &error)) {
+        if (!migration_incoming_start(m, m->cfg.incoming_uri, &error)) {
             fprintf(stderr, "vmsnap run: --incoming: %s\n", error->message);
             machine_free(m);
             return CLI_EXIT_USAGE;

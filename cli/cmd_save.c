@@ -123,7 +123,7 @@ int cli_save(int argc, char **argv)
         .resume = a.resume,
         .multifd = a.channels > 0,
         .auto_converge = a.auto_converge,
-        .live = a.live,
+        .stop_first = !a.live,
         .multifd_channels = a.channels,
         .downtime_limit = a.downtime_limit,
         .max_bandwidth = a.max_bandwidth,

@@ -298,7 +298,7 @@ static void add_capability(JsonArray *caps, const char *name)
     json_array_add_object_element(caps, o);
 }
 
-static JsonObject *capabilities_args(const MigrateRun *r, bool x_live)
+static JsonObject *capabilities_args(const MigrateRun *r)
 {
     JsonObject *args = json_object_new();
     JsonArray *caps = json_array_new();
@@ -312,8 +312,6 @@ static JsonObject *capabilities_args(const MigrateRun *r, bool x_live)
         add_capability(caps, "validate-uuid");
     if (r->pause_before_switchover)
         add_capability(caps, "pause-before-switchover");
-    if (x_live)
-        add_capability(caps, "x-live");
     json_object_set_array_member(args, "capabilities", caps);
     return args;
 }
@@ -341,36 +339,31 @@ static int qmp_failure(const MigrateRun *r, const GError *error)
                                                                           : MIGRATE_EXIT_QMP;
 }
 
-/* Whether query-migrate-capabilities lists `name`. A VM that does not answer the
- * query the QEMU way simply does not offer it. */
-static bool offers_capability(QmpConn *c, const char *name, GError **error)
+/* True when the VM's query-status says it is running. */
+static bool vm_running(QmpConn *c, GError **error)
 {
-    g_autoptr(JsonNode) n = qmp_conn_execute(c, "query-migrate-capabilities", NULL, error);
-    if (!n)
-        return false;
-    JsonArray *list = JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
-    for (guint i = 0; list && i < json_array_get_length(list); i++) {
-        JsonNode *e = json_array_get_element(list, i);
-        const char *cap = JSON_NODE_HOLDS_OBJECT(e) ? get_str(json_node_get_object(e), "capability")
-                                                    : NULL;
-        if (cap && !strcmp(cap, name))
-            return true;
-    }
-    return false;
+    g_autoptr(JsonNode) n = qmp_conn_execute(c, "query-status", NULL, error);
+    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+    return o && json_object_has_member(o, "running") &&
+           json_object_get_boolean_member(o, "running");
 }
 
-static int setup(const MigrateRun *r, QmpConn *c)
+static int setup(const MigrateRun *r, QmpConn *c, bool *stopped)
 {
     g_autoptr(GError) error = NULL;
-    bool x_live = false;
-    if (r->live) {
-        x_live = offers_capability(c, "x-live", &error);
-        /* QEMU has the query; one that does not is not a vmsnap VM either. */
-        if (error && !g_error_matches(error, QMP_CONN_ERROR, QMP_CONN_ERROR_COMMAND))
+    *stopped = false;
+    if (r->stop_first) {
+        bool running = vm_running(c, &error);
+        if (error)
             return qmp_failure(r, error);
-        g_clear_error(&error);
+        if (running) {
+            g_autoptr(JsonNode) rs = qmp_conn_execute(c, "stop", NULL, &error);
+            if (!rs)
+                return qmp_failure(r, error);
+            *stopped = true;
+        }
     }
-    g_autoptr(JsonObject) caps = capabilities_args(r, x_live);
+    g_autoptr(JsonObject) caps = capabilities_args(r);
     g_autoptr(JsonNode) r1 = qmp_conn_execute(c, "migrate-set-capabilities", caps, &error);
     if (!r1)
         return qmp_failure(r, error);
@@ -479,16 +472,24 @@ static int run(const MigrateRun *r)
                 error->message);
         return MIGRATE_EXIT_QMP;
     }
-    int code = setup(r, c);
-    if (code)
-        return code;
+    bool stopped = false;
+    int code = setup(r, c, &stopped);
     g_autoptr(JsonNode) last = NULL;
-    code = follow(r, c, &last);
+    if (!code)
+        code = follow(r, c, &last);
+    const char *status = last ? get_str(json_node_get_object(last), "status") : NULL;
+    if (stopped && (code || !status || strcmp(status, "completed"))) {
+        /* A save that did not happen leaves the VM as we found it: running. */
+        g_autoptr(GError) cerr = NULL;
+        g_autoptr(JsonNode) rc = qmp_conn_execute(c, "cont", NULL, &cerr);
+        if (!rc)
+            fprintf(stderr, "%s: cont after the failed save failed too: %s\n", r->prog,
+                    cerr->message);
+    }
     if (code)
         return code;
 
     JsonObject *info = json_node_get_object(last);
-    const char *status = get_str(info, "status");
     if (strcmp(status, "completed")) {
         const char *desc = get_str(info, "error-desc");
         if (r->json)

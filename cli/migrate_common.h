@@ -24,10 +24,9 @@ typedef struct MigrateRun {
     bool auto_converge;
     bool validate_uuid;
     bool pause_before_switchover;
-    /* Turn on the x-live capability if the VM offers it (a vmsnap VM, whose migrate
-     * to file: otherwise pauses first; QEMU's migrate is always live). Costs one
-     * query-migrate-capabilities. */
-    bool live;
+    /* A stopped save: `stop` a running VM before `migrate` (QMP's migrate is live on a
+     * running VM, as in QEMU), and `cont` it again if the save fails. */
+    bool stop_first;
     /* migrate-set-parameters, sent when any is set. */
     unsigned multifd_channels; /* 0: leave the VM's setting */
     int64_t downtime_limit;    /* ms; < 0: leave */

@@ -1,4 +1,5 @@
-/* Loading DEVICE sections into the VMM's device handlers. */
+/* Loading DEVICE sections (from a snapshot file or a stream) into the VMM's device
+ * handlers: every section must find its device and every device its section. */
 #include "snapfile.h"
 
 #include <string.h>
@@ -11,19 +12,18 @@ static bool skipped(const char *const *skip, const char *name)
     return false;
 }
 
-static bool load_one(const VmsnapSnapshot *s, unsigned idx, const VmsnapDevice *d,
+static bool load_one(const char *what, const VmsnapSectionPayload *sec, const VmsnapDevice *d,
                      GError **error)
 {
-    const FormatSection *sec = &s->fmt->sections[idx];
     if (sec->version > d->version || sec->version < d->min_version) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                     "%s: section '%s' instance %u has version %u, this vmsnap loads versions "
-                    "%u to %u", s->what, sec->name, sec->instance, sec->version, d->min_version,
+                    "%u to %u", what, sec->name, sec->instance, sec->version, d->min_version,
                     d->version);
         return false;
     }
     gsize len;
-    const void *data = g_bytes_get_data(s->fmt->payloads[idx], &len);
+    const void *data = g_bytes_get_data(sec->fields, &len);
     VmsnapFieldReader *r = vmsnap_fr_new(data, len, sec->name, sec->instance, sec->version);
     if (!d->load(d->opaque, r, sec->version, error)) {
         /* Prefer the reader's own message (it names the field) when it has one. */
@@ -34,12 +34,46 @@ static bool load_one(const VmsnapSnapshot *s, unsigned idx, const VmsnapDevice *
         } else {
             vmsnap_fr_free(r);
         }
-        g_prefix_error(error, "%s: ", s->what);
+        g_prefix_error(error, "%s: ", what);
         return false;
     }
     if (!vmsnap_fr_finish(r, error)) {
-        g_prefix_error(error, "%s: ", s->what);
+        g_prefix_error(error, "%s: ", what);
         return false;
+    }
+    return true;
+}
+
+bool vmsnap_load_device_sections(const char *what, const VmsnapSectionPayload *sections,
+                                 unsigned n_sections, const VmsnapDevice *devices,
+                                 unsigned n_devices, const char *const *skip, GError **error)
+{
+    for (unsigned i = 0; i < n_sections; i++) {
+        const VmsnapSectionPayload *sec = &sections[i];
+        bool found = false;
+        for (unsigned j = 0; j < n_devices && !found; j++)
+            found = !strcmp(devices[j].name, sec->name) && devices[j].instance == sec->instance;
+        if (!found) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                        "%s: section '%s' instance %u (version %u) has no device in this VM",
+                        what, sec->name, sec->instance, sec->version);
+            return false;
+        }
+    }
+    for (unsigned j = 0; j < n_devices; j++) {
+        const VmsnapDevice *d = &devices[j];
+        const VmsnapSectionPayload *sec = NULL;
+        for (unsigned i = 0; i < n_sections && !sec; i++)
+            if (!strcmp(sections[i].name, d->name) && sections[i].instance == d->instance)
+                sec = &sections[i];
+        if (!sec) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                        "%s: no section for device '%s' instance %u", what, d->name,
+                        d->instance);
+            return false;
+        }
+        if (!skipped(skip, d->name) && !load_one(what, sec, d, error))
+            return false;
     }
     return true;
 }
@@ -53,38 +87,13 @@ bool vmsnap_snapshot_load_devices(VmsnapSnapshot *s, const VmsnapDevice *devices
                     "%s: incomplete snapshot (state PART): the save did not finish", s->what);
         return false;
     }
-    /* Every device section must belong to a device of this VMM. */
+    g_autofree VmsnapSectionPayload *secs = g_new0(VmsnapSectionPayload, f->n_sections + 1);
+    unsigned n = 0;
     for (unsigned i = 0; i < f->n_sections; i++) {
-        const FormatSection *sec = &f->sections[i];
-        if (sec->type != FORMAT_SECTION_DEVICE)
+        if (f->sections[i].type != FORMAT_SECTION_DEVICE)
             continue;
-        bool found = false;
-        for (unsigned j = 0; j < n_devices && !found; j++)
-            found = !strcmp(devices[j].name, sec->name) && devices[j].instance == sec->instance;
-        if (!found) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                        "%s: section '%s' instance %u (version %u) has no device in this VM",
-                        s->what, sec->name, sec->instance, sec->version);
-            return false;
-        }
+        secs[n++] = (VmsnapSectionPayload){ f->sections[i].name, f->sections[i].instance,
+                                            f->sections[i].version, f->payloads[i] };
     }
-    for (unsigned j = 0; j < n_devices; j++) {
-        const VmsnapDevice *d = &devices[j];
-        int idx = -1;
-        for (unsigned i = 0; i < f->n_sections && idx < 0; i++)
-            if (f->sections[i].type == FORMAT_SECTION_DEVICE &&
-                !strcmp(f->sections[i].name, d->name) && f->sections[i].instance == d->instance)
-                idx = (int)i;
-        if (idx < 0) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                        "%s: no section for device '%s' instance %u", s->what, d->name,
-                        d->instance);
-            return false;
-        }
-        if (skipped(skip, d->name))
-            continue;
-        if (!load_one(s, (unsigned)idx, d, error))
-            return false;
-    }
-    return true;
+    return vmsnap_load_device_sections(s->what, secs, n, devices, n_devices, skip, error);
 }

@@ -253,22 +253,27 @@ void machine_free(Machine *m)
 
 void machine_set_state(Machine *m, RunState s)
 {
-    m->state = s;
+    __atomic_store_n(&m->state, s, __ATOMIC_RELEASE);
+}
+
+RunState machine_state(const Machine *m)
+{
+    return __atomic_load_n(&m->state, __ATOMIC_ACQUIRE);
 }
 
 void machine_stop(Machine *m, RunState stopped_state)
 {
-    bool was_running = runstate_is_running(m->state);
+    bool was_running = runstate_is_running(machine_state(m));
     if (was_running)
         vm_pause(m->vm);
-    m->state = stopped_state;
+    machine_set_state(m, stopped_state);
     if (was_running && m->qmp)
         qmp_server_emit_event(m->qmp, "STOP", NULL);
 }
 
 bool machine_cont(Machine *m, GError **error)
 {
-    switch (m->state) {
+    switch (machine_state(m)) {
     case RUN_STATE_RUNNING:
         return true;
     case RUN_STATE_INMIGRATE:
@@ -289,7 +294,7 @@ bool machine_cont(Machine *m, GError **error)
     default:
         break;
     }
-    m->state = RUN_STATE_RUNNING;
+    machine_set_state(m, RUN_STATE_RUNNING);
     if (m->vm->vcpus[0].thread_started) {
         vm_resume(m->vm);
         trace_resume();

@@ -71,7 +71,9 @@ void machine_free(Machine *m);
 /* Run control, main thread only. stop/cont emit STOP/RESUME as QEMU does. */
 void machine_stop(Machine *m, RunState stopped_state);
 bool machine_cont(Machine *m, GError **error);
+/* The run state is written by the migration thread too: read and write it with these. */
 void machine_set_state(Machine *m, RunState s);
+RunState machine_state(const Machine *m);
 
 /* Ends the main loop with `exit_code` after emitting SHUTDOWN. */
 void machine_shutdown(Machine *m, int exit_code, bool guest, const char *reason);

@@ -1,55 +1,32 @@
-#include "migration.h"
+/* QEMU's migration commands and states over QMP: migrate, migrate_cancel,
+ * query-migrate, migrate-set/query-parameters and capabilities, migrate-continue,
+ * migrate-incoming; events MIGRATION and MIGRATION_PASS. */
+#include "migration_priv.h"
 
-#include "devstate.h"
-#include "uri.h"
+#include "dirty.h"
 #include "vmstate.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <vmsnap/restore.h>
-
-typedef enum {
-    MIG_NONE,
-    MIG_SETUP,
-    MIG_ACTIVE,
-    MIG_COMPLETED,
-    MIG_FAILED,
-    MIG_CANCELLING,
-    MIG_CANCELLED,
-} MigStatus;
 
 static const char *const status_names[] = {
-    "none", "setup", "active", "completed", "failed", "cancelling", "cancelled",
+    [MIG_NONE] = "none",
+    [MIG_SETUP] = "setup",
+    [MIG_ACTIVE] = "active",
+    [MIG_PRE_SWITCHOVER] = "pre-switchover",
+    [MIG_DEVICE] = "device",
+    [MIG_COMPLETED] = "completed",
+    [MIG_FAILED] = "failed",
+    [MIG_CANCELLING] = "cancelling",
+    [MIG_CANCELLED] = "cancelled",
 };
 
-struct Migration {
-    Machine *m;
-    MigStatus status;
-    uint64_t start_ns, setup_ns, end_ns, paused_ns;
-    bool paused_by_us;
-    RunState prev_state;
-    char *error_desc;
-    int cancel;
-    GThread *thread;
-    /* job */
-    MigrateUri uri;
-    int fd;
-    VmsnapVm vm;
-    VmsnapRamBlock blocks[RAM_MAX_BLOCKS];
-    VmsnapProgress progress;
-    VmsnapSaveStats stats;
-    GError *job_error;
-    /* parameters and capabilities (QEMU names) */
-    int64_t multifd_channels;
-    int64_t downtime_limit;     /* ms */
-    int64_t max_bandwidth;      /* bytes/s */
-    bool page_checksums;        /* x-page-checksums: off only for benchmarks */
-    bool cap_events;
-    bool cap_multifd;
-};
+const char *migration_status_name(MigStatus s)
+{
+    return status_names[s];
+}
 
 static JsonNode *empty_reply(void)
 {
@@ -58,30 +35,49 @@ static JsonNode *empty_reply(void)
     return n;
 }
 
-static uint64_t now_ns(void)
+static uint64_t now_us(void)
 {
-    return (uint64_t)g_get_monotonic_time() * 1000;
+    return (uint64_t)g_get_monotonic_time();
 }
 
-static Migration *mig(Machine *m)
+Migration *migration_get(Machine *m)
 {
     if (!m->mig) {
-        m->mig = g_new0(Migration, 1);
-        m->mig->m = m;
-        m->mig->fd = -1;
-        /* Until set, writer threads = online CPUs (reported as such). */
-        m->mig->multifd_channels = g_get_num_processors();
-        m->mig->downtime_limit = 300;
-        m->mig->max_bandwidth = 134217728;
-        m->mig->page_checksums = true;
+        Migration *g = g_new0(Migration, 1);
+        g->m = m;
+        g->fd = -1;
+        g_mutex_init(&g->lock);
+        g_cond_init(&g->cond);
+        /* QEMU's defaults, except: writer threads default to the number of CPUs, and
+         * max-bandwidth 0 means unlimited. */
+        g->params.multifd_channels = g_get_num_processors();
+        g->params.downtime_limit = 300;
+        g->params.max_bandwidth = 0;
+        g->params.cpu_throttle_initial = 20;
+        g->params.cpu_throttle_increment = 10;
+        g->params.max_cpu_throttle = 99;
+        g->params.x_page_checksums = true;
+        m->mig = g;
     }
     return m->mig;
 }
 
-static void set_status(Migration *g, MigStatus s)
+MigStatus migration_status(const Migration *g)
 {
-    g->status = s;
-    if (g->cap_events && g->m->qmp) {
+    return __atomic_load_n(&g->status, __ATOMIC_ACQUIRE);
+}
+
+bool migration_active(const Migration *g)
+{
+    MigStatus s = migration_status(g);
+    return s != MIG_NONE && s != MIG_COMPLETED && s != MIG_FAILED && s != MIG_CANCELLED;
+}
+
+/* May run on the job thread: events are thread-safe. */
+void migration_set_status(Migration *g, MigStatus s)
+{
+    __atomic_store_n(&g->status, s, __ATOMIC_RELEASE);
+    if (g->params.cap_events && g->m->qmp) {
         JsonBuilder *b = json_builder_new();
         json_builder_begin_object(b);
         json_builder_set_member_name(b, "status");
@@ -92,13 +88,6 @@ static void set_status(Migration *g, MigStatus s)
     }
 }
 
-static bool active(const Migration *g)
-{
-    return g->status == MIG_SETUP || g->status == MIG_ACTIVE || g->status == MIG_CANCELLING;
-}
-
-/* ---- outgoing ---- */
-
 static void job_reset(Migration *g)
 {
     migrate_uri_clear(&g->uri);
@@ -108,62 +97,48 @@ static void job_reset(Migration *g)
     vmstate_clear(&g->vm);
     g_clear_error(&g->job_error);
     memset(&g->progress, 0, sizeof(g->progress));
-    memset(&g->stats, 0, sizeof(g->stats));
+    memset(&g->file_stats, 0, sizeof(g->file_stats));
+    memset(&g->pst, 0, sizeof(g->pst));
     g_clear_pointer(&g->error_desc, g_free);
     g->cancel = 0;
+    g->paused_by_us = false;
+    g->continue_requested = false;
 }
 
-static gboolean save_finished(gpointer data)
+void migration_out_finished(Migration *g)
 {
-    Migration *g = data;
     Machine *m = g->m;
 
     g_thread_join(g->thread);
     g->thread = NULL;
-    g->end_ns = now_ns();
+    g->end_us = now_us();
     if (g->job_error) {
         bool cancelled = g_error_matches(g->job_error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
         g->error_desc = g_strdup(g->job_error->message);
         if (!cancelled)
             g_printerr("vmsnap: migration failed: %s\n", g->job_error->message);
-        /* The source keeps running: back to where it was. */
-        machine_set_state(m, g->prev_state == RUN_STATE_RUNNING ? RUN_STATE_PAUSED : g->prev_state);
-        if (g->prev_state == RUN_STATE_RUNNING)
-            machine_cont(m, NULL);
-        set_status(g, cancelled ? MIG_CANCELLED : MIG_FAILED);
+        /* The source keeps running: back to the state it had. */
+        if (machine_state(m) == RUN_STATE_FINISH_MIGRATE) {
+            if (g->was_running) {
+                machine_set_state(m, RUN_STATE_PAUSED);
+                machine_cont(m, NULL);
+            } else {
+                machine_set_state(m, g->prev_state);
+            }
+        }
+        migration_set_status(g, cancelled ? MIG_CANCELLED : MIG_FAILED);
     } else {
-        if (!g->stats.direct_io)
+        if (g->is_file && !g->file_stats.direct_io)
             g_printerr("vmsnap: note: %s does not support O_DIRECT; pages were written "
                        "through the page cache\n",
                        g->uri.kind == MIGRATE_URI_FILE ? g->uri.path : "the fd's file");
         machine_set_state(m, RUN_STATE_POSTMIGRATE);
-        set_status(g, MIG_COMPLETED);
+        migration_set_status(g, MIG_COMPLETED);
     }
     vmstate_clear(&g->vm);
     if (g->fd >= 0)
         close(g->fd);
     g->fd = -1;
-    return G_SOURCE_REMOVE;
-}
-
-static gpointer save_thread(gpointer data)
-{
-    Migration *g = data;
-    VmsnapSaveOptions opt = {
-        .struct_size = sizeof(opt),
-        .threads = (unsigned)g->multifd_channels, /* mapped files: one writer per channel */
-        .offset = g->uri.offset,
-        .in_place = g->uri.has_offset,
-        .progress = &g->progress,
-        .cancel = &g->cancel,
-        .no_checksums = !g->page_checksums,
-    };
-    bool ok = g->uri.kind == MIGRATE_URI_FILE
-                  ? vmsnap_save_path(&g->vm, g->uri.path, &opt, &g->stats, &g->job_error)
-                  : vmsnap_save_fd(&g->vm, g->fd, &opt, &g->stats, &g->job_error);
-    (void)ok;
-    g_main_context_invoke(g_main_loop_get_context(g->m->loop), save_finished, g);
-    return NULL;
 }
 
 static bool fd_is_regular(int fd)
@@ -172,83 +147,154 @@ static bool fd_is_regular(int fd)
     return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* QEMU's "channels" argument: [{"channel-type": "main", "addr": {...}}]. */
+static char *uri_from_channels(JsonArray *channels, GError **error)
+{
+    if (json_array_get_length(channels) != 1) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Channel list has more than one entries");
+        return NULL;
+    }
+    JsonNode *n = json_array_get_element(channels, 0);
+    JsonObject *ch = JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+    JsonObject *addr = ch && json_object_has_member(ch, "addr") &&
+                               JSON_NODE_HOLDS_OBJECT(json_object_get_member(ch, "addr"))
+                           ? json_object_get_object_member(ch, "addr")
+                           : NULL;
+    const char *ctype = ch && json_object_has_member(ch, "channel-type")
+                            ? json_object_get_string_member(ch, "channel-type")
+                            : NULL;
+    const char *t = addr && json_object_has_member(addr, "transport")
+                        ? json_object_get_string_member(addr, "transport")
+                        : NULL;
+    if (!ctype || strcmp(ctype, "main") || !t) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Parameter 'channels[0]' expects {\"channel-type\": \"main\", \"addr\": "
+                    "{\"transport\": ...}}");
+        return NULL;
+    }
+#define MEMBER(o, k) (json_object_has_member(o, k) ? json_object_get_string_member(o, k) : NULL)
+    if (!strcmp(t, "socket")) {
+        const char *type = MEMBER(addr, "type");
+        if (type && !strcmp(type, "unix") && MEMBER(addr, "path"))
+            return g_strdup_printf("unix:%s", MEMBER(addr, "path"));
+        if (type && !strcmp(type, "inet") && MEMBER(addr, "host") && MEMBER(addr, "port"))
+            return g_strdup_printf("tcp:%s:%s", MEMBER(addr, "host"), MEMBER(addr, "port"));
+        if (type && !strcmp(type, "fd") && MEMBER(addr, "str"))
+            return g_strdup_printf("fd:%s", MEMBER(addr, "str"));
+    } else if (!strcmp(t, "file") && MEMBER(addr, "filename")) {
+        if (json_object_has_member(addr, "offset"))
+            return g_strdup_printf("file:%s,offset=%" G_GINT64_FORMAT, MEMBER(addr, "filename"),
+                                   json_object_get_int_member(addr, "offset"));
+        return g_strdup_printf("file:%s", MEMBER(addr, "filename"));
+    } else if (!strcmp(t, "exec") && json_object_has_member(addr, "args")) {
+        JsonArray *args = json_object_get_array_member(addr, "args");
+        GString *cmd = g_string_new("exec:");
+        /* QEMU runs args directly; "/bin/sh -c CMD" is the common form */
+        for (guint i = 0; i < json_array_get_length(args); i++) {
+            g_autofree char *q = g_shell_quote(json_array_get_string_element(args, i));
+            g_string_append_printf(cmd, "%s%s", i ? " " : "", q);
+        }
+        return g_string_free(cmd, FALSE);
+    }
+#undef MEMBER
+    g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
+                "Parameter 'channels[0].addr' has an unsupported transport '%s'", t);
+    return NULL;
+}
+
 static JsonNode *cmd_migrate(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
 {
     Machine *m = opaque;
-    Migration *g = mig(m);
+    Migration *g = migration_get(m);
+    bool has_uri = json_object_has_member(args, "uri");
+    bool has_channels = json_object_has_member(args, "channels");
 
-    if (active(g)) {
+    if (has_uri == has_channels) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "need either 'uri' or 'channels' argument");
+        return NULL;
+    }
+    if (migration_active(g) || g->thread) {
         g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                     "There's a migration process in progress");
         return NULL;
     }
-    if (m->state != RUN_STATE_RUNNING && m->state != RUN_STATE_PAUSED &&
-        m->state != RUN_STATE_PRELAUNCH && m->state != RUN_STATE_POSTMIGRATE) {
+    RunState state = machine_state(m);
+    if (state != RUN_STATE_RUNNING && state != RUN_STATE_PAUSED &&
+        state != RUN_STATE_PRELAUNCH && state != RUN_STATE_POSTMIGRATE) {
         g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "cannot migrate a VM whose status is %s", runstate_name(m->state));
-        return NULL;
-    }
-    if (!json_object_has_member(args, "uri")) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter 'uri' is missing");
+                    "cannot migrate a VM whose status is %s", runstate_name(state));
         return NULL;
     }
     job_reset(g);
+    g_autofree char *uri = has_uri
+        ? g_strdup(json_object_get_string_member(args, "uri"))
+        : uri_from_channels(json_object_get_array_member(args, "channels"), error);
+    if (!uri)
+        return NULL;
     GError *local = NULL;
-    if (!migrate_uri_parse(json_object_get_string_member(args, "uri"), &g->uri, &local)) {
+    if (!migrate_uri_parse(uri, &g->uri, &local)) {
         g_set_error_literal(error, QMP_ERROR, QMP_ERROR_GENERIC, local->message);
         g_error_free(local);
         return NULL;
     }
+    g->is_file = g->uri.kind == MIGRATE_URI_FILE;
     if (g->uri.kind == MIGRATE_URI_FD) {
         g->fd = qmp_server_take_fd(m->qmp, g->uri.fdname, error);
         if (g->fd < 0)
             return NULL;
-        if (!fd_is_regular(g->fd)) {
-            close(g->fd);
-            g->fd = -1;
-            g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                        "fd '%s' is a pipe or socket: the stream format is not supported yet; "
-                        "pass a regular file", g->uri.fdname);
-            return NULL;
-        }
-    } else if (g->uri.kind != MIGRATE_URI_FILE) {
+        g->is_file = fd_is_regular(g->fd);
+    }
+    if (g->params.cap_multifd && g->params.multifd_channels > 1 && !g->is_file &&
+        g->uri.kind != MIGRATE_URI_UNIX && g->uri.kind != MIGRATE_URI_TCP) {
         g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "migration to '%s:' is not supported yet (use file:PATH or fd:NAME)",
+                    "multifd needs a unix: or tcp: address (extra connections), not %s:",
                     migrate_uri_kind_name(g->uri.kind));
         return NULL;
     }
-
-    g->start_ns = now_ns();
-    g->prev_state = m->state;
-    set_status(g, MIG_SETUP);
-    g->paused_by_us = runstate_is_running(m->state);
-    machine_stop(m, RUN_STATE_FINISH_MIGRATE);
-    g->paused_ns = now_ns();
-    if (!vmstate_describe(m, &g->vm, g->blocks, &local)) {
+    g->start_us = now_us();
+    g->prev_state = state;
+    g->was_running = runstate_is_running(state);
+    migration_set_status(g, MIG_SETUP);
+    if (!migration_out_start(g, &local)) {
         g->error_desc = g_strdup(local->message);
         g_propagate_error(error, local);
-        set_status(g, MIG_FAILED);
-        if (g->prev_state == RUN_STATE_RUNNING)
-            machine_cont(m, NULL);
-        else
-            machine_set_state(m, g->prev_state);
+        migration_set_status(g, MIG_FAILED);
         return NULL;
     }
-    g->progress.ram_bytes = m->vm->ram.total; /* query-migrate shows the total at once */
-    g->setup_ns = now_ns() - g->start_ns;
-    set_status(g, MIG_ACTIVE);
-    g->thread = g_thread_new("vmsnap-save", save_thread, g);
     return empty_reply();
 }
 
 static JsonNode *cmd_migrate_cancel(QmpClient *c, JsonObject *args, gpointer opaque,
                                     GError **error)
 {
-    Migration *g = mig(opaque);
-    if (active(g)) {
-        g->status = MIG_CANCELLING;
+    Migration *g = migration_get(opaque);
+    if (migration_active(g)) {
         __atomic_store_n(&g->cancel, 1, __ATOMIC_SEQ_CST);
+        g_mutex_lock(&g->lock);
+        g_cond_broadcast(&g->cond);
+        g_mutex_unlock(&g->lock);
+        migration_set_status(g, MIG_CANCELLING);
     }
+    return empty_reply();
+}
+
+static JsonNode *cmd_migrate_continue(QmpClient *c, JsonObject *args, gpointer opaque,
+                                      GError **error)
+{
+    Migration *g = migration_get(opaque);
+    const char *want = json_object_get_string_member(args, "state");
+    MigStatus s = migration_status(g);
+    if (strcmp(want, status_names[s]) || s != MIG_PRE_SWITCHOVER) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Migration not in expected state: %s", status_names[s]);
+        return NULL;
+    }
+    g_mutex_lock(&g->lock);
+    g->continue_requested = true;
+    g_cond_broadcast(&g->cond);
+    g_mutex_unlock(&g->lock);
     return empty_reply();
 }
 
@@ -258,209 +304,245 @@ static void add_int(JsonBuilder *b, const char *name, int64_t v)
     json_builder_add_int_value(b, v);
 }
 
-static JsonNode *cmd_query_migrate(QmpClient *c, JsonObject *args, gpointer opaque,
-                                   GError **error)
-{
-    Migration *g = mig(opaque);
-    JsonBuilder *b = json_builder_new();
-    json_builder_begin_object(b);
-    if (g->status == MIG_NONE) {
-        json_builder_end_object(b);
-        goto out;
-    }
-    json_builder_set_member_name(b, "status");
-    json_builder_add_string_value(b, status_names[g->status]);
-    uint64_t end = active(g) ? now_ns() : g->end_ns;
-    uint64_t total_ms = (end - g->start_ns) / 1000000;
-    add_int(b, "total-time", (int64_t)total_ms);
-    add_int(b, "setup-time", (int64_t)(g->setup_ns / 1000000));
-    if (g->status == MIG_COMPLETED)
-        add_int(b, "downtime", g->paused_by_us ? (int64_t)((end - g->paused_ns) / 1000000) : 0);
-    if (g->status == MIG_ACTIVE)
-        add_int(b, "expected-downtime", (int64_t)total_ms);
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
+static void add_ram(JsonBuilder *b, Migration *g, uint64_t end)
+{
     uint64_t ram = g->progress.ram_bytes;
-    uint64_t written = __atomic_load_n(&g->progress.written_bytes, __ATOMIC_RELAXED);
-    uint64_t normal = __atomic_load_n(&g->progress.normal_pages, __ATOMIC_RELAXED);
-    uint64_t zero = __atomic_load_n(&g->progress.zero_pages, __ATOMIC_RELAXED);
-    uint64_t scanned = __atomic_load_n(&g->progress.scanned_pages, __ATOMIC_RELAXED);
-    double secs = (double)(end - g->start_ns) / 1e9;
+    uint64_t written = LOAD(g->progress.written_bytes);
+    uint64_t normal = LOAD(g->progress.normal_pages);
+    uint64_t zero = LOAD(g->progress.zero_pages);
+    uint64_t scanned = LOAD(g->progress.scanned_pages);
+    uint32_t pass = LOAD(g->pst.pass);
+    double secs = (double)(end - g->start_us) / 1e6;
+    uint64_t remaining = pass ? LOAD(g->pst.remaining_pages) * 4096
+                              : (ram > scanned * 4096 ? ram - scanned * 4096 : 0);
+    if (migration_status(g) == MIG_COMPLETED)
+        remaining = 0;
     json_builder_set_member_name(b, "ram");
     json_builder_begin_object(b);
     add_int(b, "transferred", (int64_t)written);
-    add_int(b, "remaining", (int64_t)(ram > scanned * 4096 ? ram - scanned * 4096 : 0));
+    add_int(b, "remaining", (int64_t)remaining);
     add_int(b, "total", (int64_t)ram);
     add_int(b, "duplicate", (int64_t)zero);
     add_int(b, "skipped", 0);
     add_int(b, "normal", (int64_t)normal);
     add_int(b, "normal-bytes", (int64_t)(normal * 4096));
-    add_int(b, "dirty-pages-rate", 0);
+    add_int(b, "dirty-pages-rate", (int64_t)LOAD(g->pst.dirty_pages_rate));
     json_builder_set_member_name(b, "mbps");
     json_builder_add_double_value(b, secs > 0 ? (double)written * 8 / 1e6 / secs : 0);
-    add_int(b, "dirty-sync-count", g->status == MIG_NONE ? 0 : 1);
+    add_int(b, "dirty-sync-count", pass);
     add_int(b, "postcopy-requests", 0);
     add_int(b, "page-size", 4096);
     add_int(b, "multifd-bytes", 0);
     add_int(b, "pages-per-second", secs > 0 ? (int64_t)((double)(normal + zero) / secs) : 0);
     json_builder_end_object(b);
-    if (g->status == MIG_COMPLETED) {
+}
+
+static JsonNode *cmd_query_migrate(QmpClient *c, JsonObject *args, gpointer opaque,
+                                   GError **error)
+{
+    Machine *m = opaque;
+    Migration *g = migration_get(m);
+    MigStatus s = migration_status(g);
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    migration_query_incoming(m, b);
+    if (s == MIG_NONE)
+        goto out;
+    json_builder_set_member_name(b, "status");
+    json_builder_add_string_value(b, status_names[s]);
+    bool done = s == MIG_COMPLETED || s == MIG_FAILED || s == MIG_CANCELLED;
+    uint64_t end = done ? g->end_us : now_us();
+    add_int(b, "total-time", (int64_t)((end - g->start_us) / 1000));
+    add_int(b, "setup-time", (int64_t)(g->setup_us / 1000));
+    if (s == MIG_COMPLETED)
+        add_int(b, "downtime", (int64_t)(LOAD(g->pst.downtime_us) / 1000));
+    if (s == MIG_ACTIVE) {
+        uint64_t e = LOAD(g->pst.expected_downtime_ms);
+        add_int(b, "expected-downtime", e == UINT64_MAX ? 0 : (int64_t)e);
+    }
+    if (g->params.cap_auto_converge)
+        add_int(b, "cpu-throttle-percentage", LOAD(g->pst.throttle));
+    add_ram(b, g, end);
+    if (s == MIG_COMPLETED && g->is_file) {
         /* vmsnap's own breakdown; QEMU clients ignore unknown members. */
         json_builder_set_member_name(b, "x-vmsnap");
         json_builder_begin_object(b);
-        add_int(b, "pages-us", (int64_t)(g->stats.pages_ns / 1000));
-        add_int(b, "metadata-us", (int64_t)(g->stats.metadata_ns / 1000));
-        add_int(b, "sync-us", (int64_t)(g->stats.sync_ns / 1000));
-        add_int(b, "save-us", (int64_t)(g->stats.total_ns / 1000));
-        add_int(b, "threads", g->stats.threads);
+        add_int(b, "metadata-us", (int64_t)(g->file_stats.metadata_ns / 1000));
+        add_int(b, "sync-us", (int64_t)(g->file_stats.sync_ns / 1000));
+        add_int(b, "threads", g->file_stats.threads);
         json_builder_set_member_name(b, "direct-io");
-        json_builder_add_boolean_value(b, g->stats.direct_io);
-        add_int(b, "metadata-bytes", (int64_t)g->stats.metadata_bytes);
+        json_builder_add_boolean_value(b, g->file_stats.direct_io);
+        add_int(b, "metadata-bytes", (int64_t)g->file_stats.metadata_bytes);
         json_builder_end_object(b);
     }
-    if (g->error_desc && g->status == MIG_FAILED) {
+    if (g->error_desc && s == MIG_FAILED) {
         json_builder_set_member_name(b, "error-desc");
         json_builder_add_string_value(b, g->error_desc);
     }
+out:
     json_builder_end_object(b);
-out:;
     JsonNode *root = json_builder_get_root(b);
     g_object_unref(b);
     return root;
 }
 
+/* ---- parameters and capabilities ---- */
+
+typedef struct ParamDesc {
+    const char *name;
+    size_t offset;
+    bool is_bool;
+    int64_t min, max;
+} ParamDesc;
+
+#define P(n, f, mn, mx) { n, offsetof(MigParams, f), false, mn, mx }
+static const ParamDesc params_desc[] = {
+    P("multifd-channels", multifd_channels, 1, 64),
+    P("downtime-limit", downtime_limit, 0, 2000000),
+    P("max-bandwidth", max_bandwidth, 0, INT64_MAX),
+    P("cpu-throttle-initial", cpu_throttle_initial, 1, 99),
+    P("cpu-throttle-increment", cpu_throttle_increment, 1, 99),
+    P("max-cpu-throttle", max_cpu_throttle, 1, 99),
+    { "x-page-checksums", offsetof(MigParams, x_page_checksums), true, 0, 1 },
+};
+#undef P
+
+static const ParamDesc *find_param(const char *name)
+{
+    for (unsigned i = 0; i < G_N_ELEMENTS(params_desc); i++)
+        if (!strcmp(params_desc[i].name, name))
+            return &params_desc[i];
+    return NULL;
+}
+
 static JsonNode *cmd_set_parameters(QmpClient *c, JsonObject *args, gpointer opaque,
                                     GError **error)
 {
-    Migration *g = mig(opaque);
-    GList *members = json_object_get_members(args);
+    Migration *g = migration_get(opaque);
+    MigParams next = g->params;
+    g_autoptr(GList) members = json_object_get_members(args);
     for (GList *l = members; l; l = l->next) {
         const char *name = l->data;
+        const ParamDesc *d = find_param(name);
         JsonNode *n = json_object_get_member(args, name);
-        if (!strcmp(name, "x-page-checksums")) {
-            if (JSON_NODE_TYPE(n) != JSON_NODE_VALUE ||
-                json_node_get_value_type(n) != G_TYPE_BOOLEAN) {
-                g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                            "Invalid parameter type for 'x-page-checksums', expected: boolean");
-                g_list_free(members);
-                return NULL;
-            }
-            continue;
-        }
-        int64_t *slot = !strcmp(name, "multifd-channels") ? &g->multifd_channels
-                        : !strcmp(name, "downtime-limit") ? &g->downtime_limit
-                        : !strcmp(name, "max-bandwidth")  ? &g->max_bandwidth
-                                                          : NULL;
-        if (!slot) {
+        if (!d) {
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is unexpected",
                         name);
-            g_list_free(members);
             return NULL;
         }
-        if (JSON_NODE_TYPE(n) != JSON_NODE_VALUE || json_node_get_value_type(n) != G_TYPE_INT64 ||
-            json_node_get_int(n) < 0 ||
-            (slot == &g->multifd_channels && (json_node_get_int(n) < 1 ||
-                                               json_node_get_int(n) > 255))) {
+        GType want = d->is_bool ? G_TYPE_BOOLEAN : G_TYPE_INT64;
+        if (JSON_NODE_TYPE(n) != JSON_NODE_VALUE || json_node_get_value_type(n) != want) {
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                        "Parameter '%s' expects %s", name,
-                        slot == &g->multifd_channels ? "a value between 1 and 255"
-                                                     : "a non-negative integer");
-            g_list_free(members);
+                        "Invalid parameter type for '%s', expected: %s", name,
+                        d->is_bool ? "boolean" : "integer");
             return NULL;
         }
-    }
-    for (GList *l = members; l; l = l->next) {
-        const char *name = l->data;
-        if (!strcmp(name, "x-page-checksums")) {
-            g->page_checksums = json_object_get_boolean_member(args, name);
+        if (d->is_bool) {
+            *(bool *)((char *)&next + d->offset) = json_node_get_boolean(n);
             continue;
         }
-        int64_t v = json_object_get_int_member(args, name);
-        if (!strcmp(name, "multifd-channels"))
-            g->multifd_channels = v;
-        else if (!strcmp(name, "downtime-limit"))
-            g->downtime_limit = v;
-        else
-            g->max_bandwidth = v;
+        int64_t v = json_node_get_int(n);
+        if (v < d->min || v > d->max) {
+            g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "Parameter '%s' expects a value between %" G_GINT64_FORMAT " and %"
+                        G_GINT64_FORMAT, name, d->min, d->max);
+            return NULL;
+        }
+        *(int64_t *)((char *)&next + d->offset) = v;
     }
-    g_list_free(members);
+    g->params = next;
     return empty_reply();
 }
 
 static JsonNode *cmd_query_parameters(QmpClient *c, JsonObject *args, gpointer opaque,
                                       GError **error)
 {
-    Migration *g = mig(opaque);
+    Migration *g = migration_get(opaque);
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
-    add_int(b, "multifd-channels", g->multifd_channels);
-    add_int(b, "downtime-limit", g->downtime_limit);
-    add_int(b, "max-bandwidth", g->max_bandwidth);
-    json_builder_set_member_name(b, "x-page-checksums");
-    json_builder_add_boolean_value(b, g->page_checksums);
+    for (unsigned i = 0; i < G_N_ELEMENTS(params_desc); i++) {
+        const ParamDesc *d = &params_desc[i];
+        json_builder_set_member_name(b, d->name);
+        if (d->is_bool)
+            json_builder_add_boolean_value(b, *(bool *)((char *)&g->params + d->offset));
+        else
+            json_builder_add_int_value(b, *(int64_t *)((char *)&g->params + d->offset));
+    }
     json_builder_end_object(b);
     JsonNode *root = json_builder_get_root(b);
     g_object_unref(b);
     return root;
 }
 
-static bool *capability(Migration *g, const char *name)
+static const struct {
+    const char *name;
+    size_t offset;
+} caps_desc[] = {
+    { "events", offsetof(MigParams, cap_events) },
+    { "multifd", offsetof(MigParams, cap_multifd) },
+    { "auto-converge", offsetof(MigParams, cap_auto_converge) },
+    { "pause-before-switchover", offsetof(MigParams, cap_pause_before_switchover) },
+    { "validate-uuid", offsetof(MigParams, cap_validate_uuid) },
+};
+
+static bool *capability(MigParams *p, const char *name)
 {
-    if (!strcmp(name, "events"))
-        return &g->cap_events;
-    if (!strcmp(name, "multifd"))
-        return &g->cap_multifd;
+    for (unsigned i = 0; i < G_N_ELEMENTS(caps_desc); i++)
+        if (!strcmp(caps_desc[i].name, name))
+            return (bool *)((char *)p + caps_desc[i].offset);
     return NULL;
 }
 
 static JsonNode *cmd_set_capabilities(QmpClient *c, JsonObject *args, gpointer opaque,
                                       GError **error)
 {
-    Migration *g = mig(opaque);
+    Migration *g = migration_get(opaque);
     JsonArray *caps = json_object_get_array_member(args, "capabilities");
-    if (active(g)) {
+    if (migration_active(g)) {
         g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                     "There's a migration process in progress");
         return NULL;
     }
+    MigParams next = g->params;
     for (guint i = 0; i < json_array_get_length(caps); i++) {
         JsonNode *n = json_array_get_element(caps, i);
         JsonObject *o = JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
         const char *name = o && json_object_has_member(o, "capability")
                                ? json_object_get_string_member(o, "capability")
                                : NULL;
-        if (!name || !json_object_has_member(o, "state")) {
+        JsonNode *state = o ? json_object_get_member(o, "state") : NULL;
+        if (!name || !state || json_node_get_value_type(state) != G_TYPE_BOOLEAN) {
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                         "Parameter 'capabilities[%u]' expects {\"capability\": NAME, "
                         "\"state\": BOOL}", i);
             return NULL;
         }
-        if (!capability(g, name)) {
+        bool *cap = capability(&next, name);
+        if (!cap) {
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                         "Parameter 'capability' does not accept value '%s'", name);
             return NULL;
         }
+        *cap = json_node_get_boolean(state);
     }
-    for (guint i = 0; i < json_array_get_length(caps); i++) {
-        JsonObject *o = json_array_get_object_element(caps, i);
-        *capability(g, json_object_get_string_member(o, "capability")) =
-            json_object_get_boolean_member(o, "state");
-    }
+    g->params = next;
     return empty_reply();
 }
 
 static JsonNode *cmd_query_capabilities(QmpClient *c, JsonObject *args, gpointer opaque,
                                         GError **error)
 {
-    Migration *g = mig(opaque);
-    static const char *const names[] = { "events", "multifd" };
+    Migration *g = migration_get(opaque);
     JsonBuilder *b = json_builder_new();
     json_builder_begin_array(b);
-    for (unsigned i = 0; i < G_N_ELEMENTS(names); i++) {
+    for (unsigned i = 0; i < G_N_ELEMENTS(caps_desc); i++) {
         json_builder_begin_object(b);
         json_builder_set_member_name(b, "capability");
-        json_builder_add_string_value(b, names[i]);
+        json_builder_add_string_value(b, caps_desc[i].name);
         json_builder_set_member_name(b, "state");
-        json_builder_add_boolean_value(b, *capability(g, names[i]));
+        json_builder_add_boolean_value(b, *capability(&g->params, caps_desc[i].name));
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -469,158 +551,36 @@ static JsonNode *cmd_query_capabilities(QmpClient *c, JsonObject *args, gpointer
     return root;
 }
 
-/* ---- incoming ---- */
-
-VmsnapSnapshot *migration_open_snapshot(Machine *m, const char *text, unsigned flags,
-                                        GError **error)
-{
-    MigrateUri uri;
-    g_autofree char *with_scheme = strchr(text, ':') ? g_strdup(text)
-                                                     : g_strdup_printf("file:%s", text);
-    if (!migrate_uri_parse(with_scheme, &uri, error))
-        return NULL;
-    VmsnapSnapshot *s = NULL;
-    if (uri.kind == MIGRATE_URI_FILE) {
-        s = vmsnap_snapshot_open(uri.path, uri.offset, flags, error);
-    } else if (uri.kind == MIGRATE_URI_FD && m && m->qmp) {
-        int fd = qmp_server_take_fd(m->qmp, uri.fdname, error); /* m may be NULL only for file: */
-        if (fd >= 0) {
-            g_autofree char *what = g_strdup_printf("fd:%s", uri.fdname);
-            s = vmsnap_snapshot_open_fd(fd, 0, what, flags, error);
-            close(fd);
-        }
-    } else {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "incoming migration from '%s:' is not supported yet (use file:PATH or fd:NAME)",
-                    migrate_uri_kind_name(uri.kind));
-    }
-    migrate_uri_clear(&uri);
-    return s;
-}
-
-typedef struct BadPages {
-    GString *report;
-    unsigned shown;
-} BadPages;
-
-static void note_bad_page(void *opaque, const char *block, uint64_t page, uint64_t off,
-                          const char *reason)
-{
-    BadPages *bp = opaque;
-    if (bp->shown++ < 8)
-        g_string_append_printf(bp->report, "\n  RAM block '%s' page 0x%" G_GINT64_MODIFIER
-                               "x at file offset 0x%" G_GINT64_MODIFIER "x: %s", block, page,
-                               off, reason);
-}
-
-unsigned migration_open_flags(const IncomingOptions *opt)
-{
-    /* Map restore without --verify reads no page, so it needs no page checksums
-     * in memory (they are still checked against the directory on open). */
-    return opt->mode == RESTORE_MODE_MAP && !opt->verify ? VMSNAP_OPEN_NO_PAGE_CHECKSUMS : 0;
-}
-
-bool migration_incoming(Machine *m, const char *uri, const IncomingOptions *opt,
-                        GError **error)
-{
-    g_autoptr(VmsnapSnapshot) s =
-        migration_open_snapshot(m, uri, migration_open_flags(opt), error);
-    return s && migration_incoming_snapshot(m, s, opt, error);
-}
-
-bool migration_incoming_snapshot(Machine *m, VmsnapSnapshot *s, const IncomingOptions *opt,
-                                 GError **error)
-{
-    uint32_t version;
-    GBytes *config = vmsnap_snapshot_config(s, &version);
-    MachineConfig snap = { 0 };
-    g_autofree char *run_state = NULL;
-    if (!vmstate_config_decode(config, version, &snap, &run_state, error)) {
-        g_prefix_error(error, "%s: ", vmsnap_snapshot_name(s));
-        return false;
-    }
-    bool fits = vmstate_config_check(&m->cfg, &snap, vmsnap_snapshot_name(s), error);
-    machine_config_clear(&snap);
-    if (!fits)
-        return false;
-
-    VmsnapRamBlock blocks[RAM_MAX_BLOCKS];
-    unsigned n = vmstate_ram_blocks(m, blocks);
-    if (opt->mode == RESTORE_MODE_MAP) {
-        if (!vmsnap_snapshot_map(s, blocks, n, error))
-            return false;
-        for (unsigned i = 0; i < n; i++) {
-            RamBlock *rb = &m->vm->ram.blocks[i];
-            if (rb->fd >= 0)
-                close(rb->fd);
-            rb->fd = blocks[i].backing_fd;
-            rb->backing = RAM_BACKING_FILE;
-        }
-        if (opt->verify) {
-            BadPages bp = { g_string_new(NULL), 0 };
-            uint64_t bad = 0;
-            bool ok = vmsnap_snapshot_verify_pages(s, 0, note_bad_page, &bp, &bad, error);
-            if (ok && bad) {
-                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                            "%s: %" G_GUINT64_FORMAT " bad page(s):%s", vmsnap_snapshot_name(s),
-                            bad, bp.report->str);
-                ok = false;
-            }
-            g_string_free(bp.report, TRUE);
-            if (!ok)
-                return false;
-        }
-    } else if (!vmsnap_snapshot_copy(s, blocks, n, 0, NULL, error)) {
-        return false;
-    }
-    unsigned n_dev;
-    const VmsnapDevice *devs = devstate_devices(m->devstate, &n_dev);
-    if (!vmsnap_snapshot_load_devices(s, devs, n_dev, opt->skip, error))
-        return false;
-    if (m->cfg.paused) {
-        machine_set_state(m, RUN_STATE_PAUSED);
-    } else {
-        machine_set_state(m, RUN_STATE_PAUSED);
-        machine_cont(m, NULL);
-    }
-    return true;
-}
-
 static JsonNode *cmd_migrate_incoming(QmpClient *c, JsonObject *args, gpointer opaque,
                                       GError **error)
 {
     Machine *m = opaque;
-    if (m->state != RUN_STATE_INMIGRATE || !m->cfg.incoming_defer) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "The incoming migration has already been started (or the VM was not "
-                    "started with --incoming defer)");
-        return NULL;
-    }
-    IncomingOptions opt = { .mode = m->cfg.restore_mode_copy ? RESTORE_MODE_COPY
-                                                             : RESTORE_MODE_MAP,
-                            .verify = m->cfg.verify,
-                            .skip = (const char *const *)m->cfg.skip_devices };
     GError *local = NULL;
-    if (!migration_incoming(m, json_object_get_string_member(args, "uri"), &opt, &local)) {
+    if (!migration_incoming_start(m, json_object_get_string_member(args, "uri"), &local)) {
         g_set_error_literal(error, QMP_ERROR, QMP_ERROR_GENERIC, local->message);
         g_error_free(local);
         return NULL;
     }
-    m->cfg.incoming_defer = false;
     return empty_reply();
 }
 
 void migration_cleanup(Machine *m)
 {
     Migration *g = m->mig;
+    migration_incoming_cleanup(m);
     if (!g)
         return;
     if (g->thread) {
         __atomic_store_n(&g->cancel, 1, __ATOMIC_SEQ_CST);
+        g_mutex_lock(&g->lock);
+        g_cond_broadcast(&g->cond);
+        g_mutex_unlock(&g->lock);
         g_thread_join(g->thread);
         g->thread = NULL;
     }
     job_reset(g);
+    g_mutex_clear(&g->lock);
+    g_cond_clear(&g->cond);
     g_free(g);
     m->mig = NULL;
 }
@@ -632,12 +592,19 @@ static const QmpArgSpec migrate_args[] = {
     { "resume", QMP_ARG_BOOL, TRUE },
     { NULL },
 };
-static const QmpArgSpec incoming_args[] = { { "uri", QMP_ARG_STR, FALSE }, { NULL } };
+static const QmpArgSpec incoming_args[] = {
+    { "uri", QMP_ARG_STR, FALSE },
+    { NULL },
+};
+static const QmpArgSpec continue_args[] = { { "state", QMP_ARG_STR, FALSE }, { NULL } };
 static const QmpArgSpec caps_args[] = { { "capabilities", QMP_ARG_ARRAY, FALSE }, { NULL } };
 static const QmpArgSpec params_args[] = {
     { "multifd-channels", QMP_ARG_ANY, TRUE },
     { "downtime-limit", QMP_ARG_ANY, TRUE },
     { "max-bandwidth", QMP_ARG_ANY, TRUE },
+    { "cpu-throttle-initial", QMP_ARG_ANY, TRUE },
+    { "cpu-throttle-increment", QMP_ARG_ANY, TRUE },
+    { "max-cpu-throttle", QMP_ARG_ANY, TRUE },
     { "x-page-checksums", QMP_ARG_ANY, TRUE },
     { NULL },
 };
@@ -646,6 +613,7 @@ static const QmpArgSpec no_args[] = { { NULL } };
 static const QmpCommand commands[] = {
     { "migrate", cmd_migrate, migrate_args },
     { "migrate_cancel", cmd_migrate_cancel, no_args },
+    { "migrate-continue", cmd_migrate_continue, continue_args },
     { "query-migrate", cmd_query_migrate, no_args },
     { "migrate-set-parameters", cmd_set_parameters, params_args },
     { "query-migrate-parameters", cmd_query_parameters, no_args },

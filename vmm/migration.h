@@ -39,5 +39,18 @@ unsigned migration_open_flags(const IncomingOptions *opt);
 VmsnapSnapshot *migration_open_snapshot(Machine *m, const char *uri, unsigned flags,
                                         GError **error);
 
+/* Starts an incoming migration from `uri` while the machine is in inmigrate: a
+ * snapshot file (loaded before this returns) or a stream (unix:, tcp: and exec: are
+ * listened to / run now and received in a thread; the VM resumes when it ends, or
+ * the process exits 1 if the stream is broken). Returns false with an error. */
+bool migration_incoming_start(Machine *m, const char *uri, GError **error);
+
+/* Adds the destination's "socket-address" (and "status" when there is no outgoing
+ * migration) to a query-migrate answer being built. */
+void migration_query_incoming(Machine *m, JsonBuilder *b);
+
+/* Stops an incoming migration in progress (at exit). */
+void migration_incoming_cleanup(Machine *m);
+
 /* Cancels an outgoing migration in progress and waits for its thread. */
 void migration_cleanup(Machine *m);

@@ -1,4 +1,5 @@
 /* The VM's QMP commands: run control, identity, and test-only guest memory access. */
+#include "dirty.h"
 #include "machine.h"
 
 #include <string.h>
@@ -26,11 +27,12 @@ static JsonNode *cmd_query_status(QmpClient *c, JsonObject *args, gpointer opaqu
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "running");
-    json_builder_add_boolean_value(b, runstate_is_running(m->state));
+    RunState state = machine_state(m);
+    json_builder_add_boolean_value(b, runstate_is_running(state));
     json_builder_set_member_name(b, "singlestep");
     json_builder_add_boolean_value(b, FALSE);
     json_builder_set_member_name(b, "status");
-    json_builder_add_string_value(b, runstate_name(m->state));
+    json_builder_add_string_value(b, runstate_name(state));
     json_builder_end_object(b);
     return builder_finish(b);
 }
@@ -38,11 +40,11 @@ static JsonNode *cmd_query_status(QmpClient *c, JsonObject *args, gpointer opaqu
 static JsonNode *cmd_stop(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
 {
     Machine *m = opaque;
-    if (m->state == RUN_STATE_INMIGRATE) {
+    if (machine_state(m) == RUN_STATE_INMIGRATE) {
         /* QEMU: stop during an incoming migration means "do not autostart". */
         return empty_object();
     }
-    if (runstate_is_running(m->state))
+    if (runstate_is_running(machine_state(m)))
         machine_stop(m, RUN_STATE_PAUSED);
     return empty_object();
 }
@@ -124,7 +126,7 @@ static JsonNode *cmd_query_cpus_fast(QmpClient *c, JsonObject *args, gpointer op
 
 static bool require_stopped(Machine *m, const char *what, GError **error)
 {
-    if (!runstate_is_running(m->state))
+    if (!runstate_is_running(machine_state(m)))
         return true;
     g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                 "%s needs a stopped VM (status is %s): run 'stop' first", what,
@@ -234,6 +236,7 @@ static JsonNode *cmd_memory_write(QmpClient *c, JsonObject *args, gpointer opaqu
     if (!p)
         return NULL;
     memcpy(p, bytes, len / 2);
+    dirty_log_mark(m->vm, (uint64_t)json_object_get_int_member(args, "addr"), len / 2);
     return empty_object();
 }
 
@@ -250,6 +253,7 @@ static JsonNode *cmd_memory_fill(QmpClient *c, JsonObject *args, gpointer opaque
             uint64_t v = (b->gpa + off) | 1;
             memcpy(b->host + off, &v, sizeof(v));
         }
+        dirty_log_mark(m->vm, b->gpa, b->size);
     }
     return empty_object();
 }

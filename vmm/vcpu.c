@@ -195,6 +195,9 @@ static void *vcpu_thread(void *opaque)
                 /* Clear first, then the loop re-reads the flags: a kick after this
                  * point sets immediate_exit again. */
                 __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+                uint64_t nap = __atomic_exchange_n(&v->throttle_us, 0, __ATOMIC_ACQ_REL);
+                if (nap && !atomic_load(&vm->pause_requested))
+                    g_usleep(nap);
                 continue;
             }
             vm_vcpu_fatal(v, "KVM_RUN failed: %s", g_strerror(err));

@@ -1,6 +1,7 @@
 #include "vm.h"
 
 #include "cpuid.h"
+#include "dirty.h"
 #include "vcpu.h"
 
 #include <errno.h>
@@ -83,6 +84,8 @@ Vm *vm_new(const VmConfig *cfg, GError **error)
     vm->kvm_fd = vm->vm_fd = -1;
     g_mutex_init(&vm->lock);
     g_cond_init(&vm->cond);
+    g_mutex_init(&vm->throttle.lock);
+    g_cond_init(&vm->throttle.cond);
     atomic_store(&vm->pause_requested, true);
 
     if (cfg->cpus < 1 || cfg->cpus > VM_MAX_VCPUS) {
@@ -116,7 +119,7 @@ Vm *vm_new(const VmConfig *cfg, GError **error)
         goto fail;
 
     if (!ram_layout(&vm->ram, cfg->memory, error) || !ram_alloc(&vm->ram, cfg->backing, error) ||
-        !map_ram(vm, error))
+        !dirty_log_init(vm, error) || !map_ram(vm, error))
         goto fail;
 
     vm->cpuid = cpuid_supported(vm->kvm_fd, error);
@@ -225,6 +228,14 @@ void vm_free(Vm *vm)
 {
     if (!vm)
         return;
+    g_mutex_lock(&vm->throttle.lock);
+    vm->throttle.stop = true;
+    g_cond_broadcast(&vm->throttle.cond);
+    g_mutex_unlock(&vm->throttle.lock);
+    if (vm->throttle.thread)
+        g_thread_join(vm->throttle.thread);
+    if (vm->dirty.active)
+        dirty_log_stop(vm);
     g_mutex_lock(&vm->lock);
     atomic_store(&vm->quit, true);
     g_cond_broadcast(&vm->cond);
@@ -247,5 +258,7 @@ void vm_free(Vm *vm)
     ram_free(&vm->ram);
     g_mutex_clear(&vm->lock);
     g_cond_clear(&vm->cond);
+    g_mutex_clear(&vm->throttle.lock);
+    g_cond_clear(&vm->throttle.cond);
     g_free(vm);
 }

@@ -33,6 +33,7 @@ struct Vcpu {
     pthread_t thread;
     bool thread_started;
     bool dead;             /* stopped for good after a fatal exit */
+    uint64_t throttle_us;  /* atomic: sleep this long at the next kick (throttling) */
     uint64_t exits;
 };
 
@@ -54,6 +55,23 @@ struct Vm {
 
     VmNoticeFunc notice;
     void *notice_opaque;
+
+    /* dirty tracking (dirty.c) */
+    struct {
+        bool available;
+        bool active;                       /* atomic */
+        uint64_t *vmm[RAM_MAX_BLOCKS];     /* pages the VMM wrote */
+        uint64_t *scratch[RAM_MAX_BLOCKS]; /* KVM_GET_DIRTY_LOG buffer */
+    } dirty;
+
+    /* vCPU throttling for auto-converge (throttle.c) */
+    struct {
+        unsigned percent;                  /* atomic */
+        GThread *thread;
+        GMutex lock;
+        GCond cond;
+        bool stop;
+    } throttle;
 };
 
 typedef struct VmConfig {
@@ -76,6 +94,9 @@ void vm_resume(Vm *vm);
 
 /* Stops and joins the vCPU threads and frees everything. NULL is fine. */
 void vm_free(Vm *vm);
+
+/* Makes the vCPUs sleep `percent`% of each 10 ms period (0 = off). */
+void vm_set_throttle(Vm *vm, unsigned percent);
 
 /* Raises or lowers an interrupt line of the in-kernel PIC/IOAPIC. */
 void vm_set_irq(Vm *vm, unsigned irq, int level);

@@ -63,6 +63,20 @@ bool vmsnap_snapshot_copy(VmsnapSnapshot *s, const VmsnapRamBlock *blocks, unsig
 bool vmsnap_snapshot_load_devices(VmsnapSnapshot *s, const VmsnapDevice *devices,
                                   unsigned n_devices, const char *const *skip, GError **error);
 
+/* One DEVICE section, from a file or a stream. */
+typedef struct VmsnapSectionPayload {
+    const char *name;
+    uint32_t instance;
+    uint32_t version;
+    GBytes *fields;
+} VmsnapSectionPayload;
+
+/* The same rules as vmsnap_snapshot_load_devices(), for sections from any source;
+ * `what` names the source in errors. */
+bool vmsnap_load_device_sections(const char *what, const VmsnapSectionPayload *sections,
+                                 unsigned n_sections, const VmsnapDevice *devices,
+                                 unsigned n_devices, const char *const *skip, GError **error);
+
 /* A page that failed verification. */
 typedef void (*VmsnapBadPageFn)(void *opaque, const char *block, uint64_t page,
                                 uint64_t file_offset, const char *reason);

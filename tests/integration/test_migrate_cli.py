@@ -187,12 +187,30 @@ def test_options(workdir, vms):
           "params: %s" % f.args("migrate-set-parameters"))
 
 
-def test_x_live(workdir, vms):
-    """A vmsnap VM offers x-live (migrate without pausing first): it is turned on."""
-    f = fake(workdir, [COMPLETED], caps=["events", "multifd", "x-live"])
-    r = migrate(workdir, "file:/snap/vm.vms")
+def test_save_stops_first(workdir, vms):
+    """A plain save stops a running VM first (QMP migrate is live on a running VM, as
+    in QEMU), and conts it again when the save fails; save --live does not stop."""
+    f = fake(workdir, [COMPLETED])
+    r = run_cli(["save", "--qmp", qmp_arg(workdir), "file:/snap/vm.vms"])
     check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
-    check(caps_sent(f) == ["events", "x-live"], "caps: %s" % caps_sent(f))
+    cmds = f.commands()
+    check(cmds.index("stop") < cmds.index("migrate"), cmds)
+    check("cont" not in cmds, cmds)
+
+    d = os.path.join(workdir, "failed")
+    os.mkdir(d)
+    f = fake(d, [FAILED])
+    r = run_cli(["save", "--qmp", qmp_arg(d), "file:/snap/vm.vms"])
+    check(r.returncode == 2, "exit %d: %s" % (r.returncode, r.stderr))
+    cmds = f.commands()
+    check("stop" in cmds and cmds[-1] == "cont", cmds)
+
+    d = os.path.join(workdir, "live")
+    os.mkdir(d)
+    f = fake(d, [COMPLETED])
+    r = run_cli(["save", "--qmp", qmp_arg(d), "--live", "file:/snap/vm.vms"])
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
+    check("stop" not in f.commands(), f.commands())
 
 
 def test_relative_paths(workdir, vms):
@@ -394,17 +412,17 @@ def test_progress_on_tty(workdir, vms):
 
 
 def test_save_live(workdir, vms):
-    """save --live: the same tuning as migrate, x-live when the VM offers it,
-    the live progress line and passes; the VM stays stopped (no cont)."""
-    f = fake(workdir, PASSES, caps=["events", "multifd", "auto-converge", "x-live"])
+    """save --live: the same tuning as migrate, the live progress line and passes;
+    the VM stays stopped (no cont)."""
+    f = fake(workdir, PASSES, caps=["events", "multifd", "auto-converge"])
     r = run_cli(["save", "--qmp", qmp_arg(workdir), "--live", "--downtime-limit", "100",
                  "--max-bandwidth", "1G", "--auto-converge", "--channels", "2",
                  "file:/snap/vm.vms"])
     check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
     cmds = f.commands()
-    check(cmds[:5] == ["qmp_capabilities", "query-migrate-capabilities",
-                       "migrate-set-capabilities", "migrate-set-parameters", "migrate"], cmds)
-    check(caps_sent(f) == ["events", "multifd", "auto-converge", "x-live"], caps_sent(f))
+    check(cmds[:4] == ["qmp_capabilities", "migrate-set-capabilities",
+                       "migrate-set-parameters", "migrate"], cmds)
+    check(caps_sent(f) == ["events", "multifd", "auto-converge"], caps_sent(f))
     check(f.args("migrate-set-parameters") == [{"multifd-channels": 2, "downtime-limit": 100,
                                                 "max-bandwidth": GIB}],
           f.args("migrate-set-parameters"))
@@ -412,7 +430,7 @@ def test_save_live(workdir, vms):
     check("cont" not in cmds, cmds)
     check("passes:      3" in r.stdout, r.stdout)
 
-    # QEMU: no x-live (its migrate is live anyway); --resume still conts.
+    # --resume conts after a live save too.
     d = os.path.join(workdir, "qemu")
     os.mkdir(d)
     f = fake(d, [COMPLETED])
@@ -441,6 +459,6 @@ def test_save_live(workdir, vms):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests([test_completed, test_options, test_x_live, test_relative_paths, test_json,
+    sys.exit(run_tests([test_completed, test_options, test_save_stops_first, test_relative_paths, test_json,
                         test_pre_switchover, test_pre_switchover_not_asked, test_failures,
                         test_usage, test_sigint_cancels, test_progress_on_tty, test_save_live]))

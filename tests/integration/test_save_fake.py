@@ -44,8 +44,9 @@ class FakeQmp:
     query-migrate answers, the last repeated forever."""
 
     def __init__(self, path, states, migrate_error=None, close_after_queries=None,
-                 cont_error=None, query_delay=0.0):
+                 cont_error=None, query_delay=0.0, running=True):
         self.path = path
+        self.running = running
         self.states = list(states)
         self.migrate_error = migrate_error
         self.cont_error = cont_error
@@ -139,6 +140,12 @@ class FakeQmp:
             self.reply(conn, req)
             self.event(conn, "MIGRATION", {"status": "cancelled"})
             return True
+        if name == "query-status":
+            self.reply(conn, req, {"running": self.running, "singlestep": False,
+                                   "status": "running" if self.running else "paused"})
+            return True
+        if name in ("stop", "cont"):
+            self.running = name == "cont"
         if name == "cont" and self.cont_error:
             self.reply(conn, req, error={"class": "GenericError", "desc": self.cont_error})
             return True

@@ -1,0 +1,25 @@
+/*
+ * Dirty page tracking for live save and migration: KVM's dirty log in manual-protect
+ * mode with INITIALLY_SET (starting costs nothing at any RAM size; pages are
+ * write-protected only as each fetch re-arms them), ORed with a VMM-side bitmap of
+ * the pages the VMM itself writes.
+ */
+#pragma once
+
+#include "vm.h"
+
+/* Enables manual protection once per VM (call at VM creation). Returns false with an
+ * error if KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with INITIALLY_SET. */
+bool dirty_log_init(Vm *vm, GError **error);
+
+/* Turns logging on for every RAM block; all pages start dirty. */
+bool dirty_log_start(Vm *vm, GError **error);
+
+/* ORs the pages of block b dirtied since the last fetch into bitmap (host-endian
+ * words) and re-protects them; also takes the VMM-side bits. */
+bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error);
+
+void dirty_log_stop(Vm *vm);
+
+/* Records a VMM write to guest memory (only while logging). */
+void dirty_log_mark(Vm *vm, uint64_t gpa, uint64_t len);
