@@ -254,6 +254,30 @@ void vmsnap_fw_array_end(VmsnapFieldWriter *w)
     fw_pop(w, FIELD_ARRAY);
 }
 
+bool vmsnap_fw_raw(VmsnapFieldWriter *w, const void *fields, size_t len)
+{
+    if (w->error != NULL) {
+        return false;
+    }
+    if (w->depth > 0) {
+        fw_fail(w, NULL, "raw fields inside an open %s",
+                fields_kind_name(w->frames[w->depth - 1].kind));
+        return false;
+    }
+    if (len > FIELDS_MAX_PAYLOAD - w->buf->len) {
+        fw_fail(w, NULL, "the payload would exceed %u bytes", FIELDS_MAX_PAYLOAD);
+        return false;
+    }
+    GError *local = NULL;
+    if (!vmsnap_fields_check(fields, len, &local)) {
+        fw_fail(w, NULL, "raw fields are not well formed: %s", local->message);
+        g_error_free(local);
+        return false;
+    }
+    g_byte_array_append(w->buf, fields, (guint)len);
+    return true;
+}
+
 GBytes *vmsnap_fw_finish(VmsnapFieldWriter *w, GError **error)
 {
     g_autoptr(VmsnapFieldWriter) owned = w;

@@ -48,6 +48,13 @@ void vmsnap_fw_struct_end(VmsnapFieldWriter *w);
 void vmsnap_fw_array_begin(VmsnapFieldWriter *w, const char *name, uint32_t count);
 void vmsnap_fw_array_end(VmsnapFieldWriter *w);
 
+/* Appends already-encoded fields: a whole well-formed payload (as read from a
+ * snapshot or a stream), at the top level. Returns true; false when the bytes are
+ * not well formed (vmsnap_fields_check), a struct or array is open, the payload
+ * would grow over its limit, or the writer had already failed: the error is
+ * recorded and reported by vmsnap_fw_finish(). */
+bool vmsnap_fw_raw(VmsnapFieldWriter *w, const void *fields, size_t len);
+
 /* Returns the encoded payload and frees the writer, or NULL with an error (bad
  * name, unbalanced struct/array, wrong element count, size limit) and frees it. */
 GBytes *vmsnap_fw_finish(VmsnapFieldWriter *w, GError **error);

@@ -622,6 +622,43 @@ static void test_chain(void)
     g_assert_cmpuint(stream_chain_digest(c), ==, XXH3_64bits(le, 16));
 }
 
+/* vmsnap_fw_raw: pass-through of received fields (vmsnap convert). */
+static void test_fields_raw(void)
+{
+    VmsnapFieldWriter *w = vmsnap_fw_new();
+    vmsnap_fw_u32(w, "a", 1);
+    vmsnap_fw_struct_begin(w, "s");
+    vmsnap_fw_str(w, "b", "x");
+    vmsnap_fw_struct_end(w);
+    g_autoptr(GBytes) inner = vmsnap_fw_finish(w, NULL);
+    gsize len;
+    const uint8_t *data = g_bytes_get_data(inner, &len);
+
+    /* raw + raw == the concatenation, and a typed field after it */
+    w = vmsnap_fw_new();
+    g_assert_true(vmsnap_fw_raw(w, data, len));
+    g_assert_true(vmsnap_fw_raw(w, data, len));
+    g_assert_true(vmsnap_fw_raw(w, NULL, 0));
+    vmsnap_fw_u8(w, "c", 2);
+    g_autoptr(GBytes) two = vmsnap_fw_finish(w, NULL);
+    g_assert_cmpuint(g_bytes_get_size(two), ==, 2 * len + 4);
+    g_assert_cmpmem(g_bytes_get_data(two, NULL), len, data, len);
+    g_assert_cmpmem((const uint8_t *)g_bytes_get_data(two, NULL) + len, len, data, len);
+
+    g_autoptr(GError) error = NULL;
+    w = vmsnap_fw_new();
+    g_assert_false(vmsnap_fw_raw(w, data, len - 1)); /* ends inside the struct */
+    g_assert_null(vmsnap_fw_finish(w, &error));
+    g_assert_error(error, VMSNAP_FIELDS_ERROR, VMSNAP_FIELDS_ERROR_USAGE);
+    assert_contains(error->message, "raw fields are not well formed: ");
+    g_clear_error(&error);
+    w = vmsnap_fw_new();
+    vmsnap_fw_struct_begin(w, "open");
+    g_assert_false(vmsnap_fw_raw(w, data, len));
+    g_assert_null(vmsnap_fw_finish(w, &error));
+    assert_contains(error->message, "raw fields inside an open struct");
+}
+
 /* ---- receiving good streams ---- */
 
 static void test_good(void)
@@ -1672,6 +1709,7 @@ int main(int argc, char **argv)
     g_test_add_func("/stream/pages-decode", test_pages_decode);
     g_test_add_func("/stream/small-payloads", test_small_payloads);
     g_test_add_func("/stream/chain", test_chain);
+    g_test_add_func("/stream/fields-raw", test_fields_raw);
     g_test_add_func("/stream/receive/good", test_good);
     g_test_add_func("/stream/receive/own-blocks", test_own_blocks);
     g_test_add_func("/stream/writer", test_writer);
