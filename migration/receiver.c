@@ -3,11 +3,12 @@
  * CONFIG and RAM_BLOCKS, then the extra channels, then one thread per channel when
  * there are several.
  *
- * A failed multi-channel run returns at once, even while a sibling channel's thread
- * is blocked reading a silent peer: the Receiver is reference counted, such a thread
- * keeps it alive until its read returns, and it applies nothing after the failure
- * (every page write holds `apply` for reading and rechecks `failed`; the failing run
- * takes `apply` for writing once before it returns, so no write is in flight).
+ * A failed multi-channel run gives the other channels' threads a second to stop (they
+ * check the failure between records), then returns even if one is still blocked
+ * reading a silent peer: the Receiver is reference counted, such a thread keeps it
+ * alive until its read returns, and it applies nothing after the failure (every page
+ * write holds `apply` for reading and rechecks `failed`; the failing run takes
+ * `apply` for writing once before it returns, so no write is in flight).
  */
 #include "receiver_internal.h"
 
@@ -15,6 +16,8 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#define RECEIVER_STOP_WAIT_US (1 * G_USEC_PER_SEC)
 
 Receiver *receiver_new(VStream *main, const VmsnapRamBlock *blocks, unsigned n_blocks,
                        const ReceiverHooks *hooks)
@@ -230,6 +233,7 @@ static gpointer channel_thread(gpointer data)
         run_failed(r, err);
     g_mutex_lock(&r->lock);
     r->running--;
+    ch->done = true;
     g_cond_broadcast(&r->cond);
     g_mutex_unlock(&r->lock);
     receiver_unref(r);
@@ -267,6 +271,22 @@ static bool run_threads(Receiver *r, GError **error)
     g_mutex_unlock(&r->lock);
 
     if (failed) {
+        /* Siblings stop at their next record boundary or barrier; give them a moment,
+         * so that only a thread blocked in a read outlives the run. */
+        gint64 deadline = g_get_monotonic_time() + RECEIVER_STOP_WAIT_US;
+        g_mutex_lock(&r->lock);
+        while (r->running > 0 && g_cond_wait_until(&r->cond, &r->lock, deadline))
+            ;
+        for (unsigned i = 0; i < r->n_channels; i++) {
+            Channel *ch = r->ch[i];
+            if (ch->thread && ch->done) {
+                g_mutex_unlock(&r->lock);
+                g_thread_join(ch->thread);
+                g_mutex_lock(&r->lock);
+                ch->thread = NULL;
+            }
+        }
+        g_mutex_unlock(&r->lock);
         /* Wait out page writes in flight; none starts after this (see the top). */
         g_rw_lock_writer_lock(&r->apply);
         g_rw_lock_writer_unlock(&r->apply);

@@ -40,8 +40,9 @@ Receiver *receiver_new(VStream *main, const VmsnapRamBlock *blocks, unsigned n_b
 /* Runs to the END of every channel and the end of file after it (or the first
  * error). Page data lands directly in the blocks. Returns false with an error naming
  * the channel and record at fault. With several channels, one thread per channel
- * reads; a failed run returns without waiting for a channel blocked in a read (that
- * thread writes no more pages and exits when its read returns). */
+ * reads; a failed run waits up to a second for the other threads to stop, and then
+ * returns even if one is still blocked in a read (that thread writes no more pages,
+ * and exits and frees its stream when its read returns). */
 bool receiver_run(Receiver *r, GError **error);
 
 /* After a successful run: the sections, for loading. */

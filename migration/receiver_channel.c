@@ -316,10 +316,10 @@ static bool check_eof(Channel *ch, GError **error)
     bool clean = false;
     GError *local = NULL;
     if (vstream_read_all(ch->s, hb, sizeof(hb), &clean, &local)) {
-        uint32_t type, seq;
+        /* Named by its position: its own seq may be anything. */
+        uint32_t type;
         memcpy(&type, hb, 4);
-        memcpy(&seq, hb + 4, 4);
-        StreamRecordHeader h = { .type = GUINT32_FROM_LE(type), .seq = GUINT32_FROM_LE(seq) };
+        StreamRecordHeader h = { .type = GUINT32_FROM_LE(type), .seq = ch->seq };
         return rec_error(ch, &h, error, "a record after END");
     }
     if (clean) {

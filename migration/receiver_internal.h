@@ -26,6 +26,7 @@ typedef struct Channel {
     uint8_t *buf;        /* payload buffer, reused */
     size_t cap;
     GThread *thread;
+    bool done;           /* its thread is about to return (r->lock) */
 } Channel;
 
 struct Receiver {
