@@ -24,6 +24,7 @@ int cli_run(int argc, char **argv);
 int cli_restore(int argc, char **argv);
 int cli_save(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
+int cli_convert(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_verify(int argc, char **argv);
 

@@ -13,6 +13,7 @@ static const CliCommand commands[] = {
     { "migrate", "Live-migrate a running VM through its QMP socket, with progress", cli_migrate },
     { "inspect", "Show a snapshot file: header, config, sections, RAM; extract RAM", cli_inspect },
     { "verify", "Check a snapshot file: metadata, then every page", cli_verify },
+    { "convert", "Turn a migration stream into a snapshot file and back", cli_convert },
 };
 
 static void usage(FILE *f)
