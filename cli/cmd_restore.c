@@ -3,7 +3,10 @@
 #include "migration.h"
 #include "vmstate.h"
 
+#include "transport.h"
+
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
 #include <vmsnap/restore.h>
 
@@ -19,6 +22,52 @@ bool cli_parse_restore_mode(const char *text, RestoreMode *mode, GError **error)
         return false;
     }
     return true;
+}
+
+/* A stream (exec:CMD, or - for stdin): the VM's configuration is in its first
+ * record, so the machine is created once that record has arrived. */
+static int restore_stream(const char *uri, const IncomingOptions *opt, char *serial, char *qmp,
+                          bool paused)
+{
+    g_autoptr(GError) error = NULL;
+    VStream *s = !strcmp(uri, "-") ? transport_stream_from_fd(dup(STDIN_FILENO), "stdin")
+                                   : transport_exec_read(uri + 5, &error);
+    GBytes *fields = NULL;
+    uint32_t version = 0;
+    MachineConfig cfg = { 0 };
+    g_autofree char *run_state = NULL;
+    if (!s || !migration_peek_config(&s, &fields, &version, &error) ||
+        !vmstate_config_decode(fields, version, &cfg, &run_state, &error)) {
+        fprintf(stderr, "vmsnap restore: %s: %s\n", uri, error->message);
+        if (s)
+            vstream_free(s);
+        if (fields)
+            g_bytes_unref(fields);
+        g_free(serial);
+        g_free(qmp);
+        return CLI_EXIT_USAGE;
+    }
+    g_bytes_unref(fields);
+    cfg.serial = serial;
+    cfg.qmp = qmp;
+    cfg.paused = paused;
+    cfg.incoming = true;
+    cfg.skip_devices = g_strdupv((char **)opt->skip);
+    Machine *m = machine_new(&cfg, &error);
+    machine_config_clear(&cfg);
+    if (!m) {
+        vstream_free(s);
+        fprintf(stderr, "vmsnap restore: %s\n", error->message);
+        return CLI_EXIT_USAGE;
+    }
+    if (!migration_incoming_stream(m, s, &error)) {
+        fprintf(stderr, "vmsnap restore: %s\n", error->message);
+        machine_free(m);
+        return CLI_EXIT_USAGE;
+    }
+    int code = machine_run(m);
+    machine_free(m);
+    return code;
 }
 
 int cli_restore(int argc, char **argv)
@@ -45,7 +94,9 @@ int cli_restore(int argc, char **argv)
     g_autoptr(GOptionContext) ctx = g_option_context_new("URI - start a VM from a snapshot");
     g_option_context_set_summary(ctx,
         "Restores a VM saved with 'vmsnap save' or QMP 'migrate'. URI is file:PATH[,offset=N]\n"
-        "or a path. The snapshot carries the VM's configuration: no VM options are needed.");
+        "or a path (a mapped-RAM snapshot), or exec:CMD or - (a stream read from the\n"
+        "command's output or stdin, e.g. exec:'zstd -dc vm.zst'). The snapshot carries the\n"
+        "VM's configuration: no VM options are needed.");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_autoptr(GError) error = NULL;
     g_auto(GStrv) args = g_new0(char *, argc + 1);
@@ -65,6 +116,9 @@ int cli_restore(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
 
+    if (g_str_has_prefix(args[1], "exec:") || !strcmp(args[1], "-"))
+        return restore_stream(args[1], &opt, g_steal_pointer(&serial), g_steal_pointer(&qmp),
+                              paused);
     g_autoptr(VmsnapSnapshot) snap =
         migration_open_snapshot(NULL, args[1], migration_open_flags(&opt), &error);
     if (!snap) {

@@ -430,3 +430,69 @@ VStream *vstream_fault_new(VStream *inner, VStreamFaultKind kind, unsigned nth, 
     s->short_transfer = short_transfer;
     return &s->base;
 }
+
+/* ---- prefix: bytes already read, then the inner stream ---- */
+
+typedef struct PrefixStream {
+    VStream base;
+    VStream *inner;
+    GBytes *prefix;
+    size_t pos;
+} PrefixStream;
+
+static ssize_t prefix_writev(VStream *vs, const struct iovec *iov, int iovcnt)
+{
+    PrefixStream *p = (PrefixStream *)vs;
+    return p->inner->ops->writev(p->inner, iov, iovcnt);
+}
+
+static ssize_t prefix_read(VStream *vs, void *buf, size_t len)
+{
+    PrefixStream *p = (PrefixStream *)vs;
+    gsize have;
+    const uint8_t *data = g_bytes_get_data(p->prefix, &have);
+    if (p->pos < have) {
+        size_t n = MIN(len, have - p->pos);
+        memcpy(buf, data + p->pos, n);
+        p->pos += n;
+        return (ssize_t)n;
+    }
+    return p->inner->ops->read(p->inner, buf, len);
+}
+
+static int prefix_flush(VStream *vs)
+{
+    PrefixStream *p = (PrefixStream *)vs;
+    return p->inner->ops->flush(p->inner);
+}
+
+static int prefix_close_write(VStream *vs)
+{
+    PrefixStream *p = (PrefixStream *)vs;
+    return p->inner->ops->close_write(p->inner);
+}
+
+static void prefix_free(VStream *vs)
+{
+    PrefixStream *p = (PrefixStream *)vs;
+    vstream_free(p->inner);
+    g_bytes_unref(p->prefix);
+    g_free(p);
+}
+
+static const VStreamOps prefix_ops = {
+    .writev = prefix_writev,
+    .read = prefix_read,
+    .flush = prefix_flush,
+    .close_write = prefix_close_write,
+    .free = prefix_free,
+};
+
+VStream *vstream_prefix_new(VStream *inner, GBytes *prefix)
+{
+    PrefixStream *p = g_new0(PrefixStream, 1);
+    stream_init(&p->base, &prefix_ops, inner->name);
+    p->inner = inner;
+    p->prefix = g_bytes_ref(prefix);
+    return &p->base;
+}

@@ -57,6 +57,10 @@ VStream *vstream_fd_new(int fd, bool own, const char *name);
 /* Writes append to `out` (not owned); reads consume `in` (not owned, may be NULL). */
 VStream *vstream_mem_new(GByteArray *out, GBytes *in, const char *name);
 
+/* A stream that first returns the bytes of `prefix` (already read from `inner`, e.g.
+ * to peek at a header), then reads `inner` (owned). Writes go to `inner`. */
+VStream *vstream_prefix_new(VStream *inner, GBytes *prefix);
+
 /* Test-only fault layer: the `nth` call (1-based) of the given kind fails: with
  * -errno (ENOSPC, EIO, ECONNRESET...), or, with short=true, transfers half and then
  * every later call fails with EPIPE. Calls before pass through to `inner` (owned). */

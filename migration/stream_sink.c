@@ -160,8 +160,8 @@ static bool ss_finish(SaveSink *s, const DevicePayload *devices, unsigned n_devi
     }
     /* Extra channels end first: the main channel's END is the last record. */
     for (unsigned i = ss->n; i-- > 0;) {
-        if (!stream_writer_end(ss->writers[i], source_running ? STREAM_END_SOURCE_RUNNING : 0,
-                               error) ||
+        uint32_t flags = i == 0 && source_running ? STREAM_END_SOURCE_RUNNING : 0;
+        if (!stream_writer_end(ss->writers[i], flags, error) ||
             !transport_stream_finish(ss->streams[i], error))
             return false;
     }

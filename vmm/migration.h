@@ -45,6 +45,15 @@ VmsnapSnapshot *migration_open_snapshot(Machine *m, const char *uri, unsigned fl
  * the process exits 1 if the stream is broken). Returns false with an error. */
 bool migration_incoming_start(Machine *m, const char *uri, GError **error);
 
+/* Same for a stream the caller opened (owned): received in a thread. */
+typedef struct VStream VStream;
+bool migration_incoming_stream(Machine *m, VStream *s, GError **error);
+
+/* Reads a stream's header and CONFIG record without consuming them: returns the
+ * CONFIG fields and version, and replaces *s with a stream that replays the peeked
+ * bytes first. False with an error naming the stream. */
+bool migration_peek_config(VStream **s, GBytes **fields, uint32_t *version, GError **error);
+
 /* Adds the destination's "socket-address" (and "status" when there is no outgoing
  * migration) to a query-migrate answer being built. */
 void migration_query_incoming(Machine *m, JsonBuilder *b);

@@ -135,6 +135,7 @@ bool migration_incoming_snapshot(Machine *m, VmsnapSnapshot *s, const IncomingOp
 /* ---- streams ---- */
 
 #include "receiver.h"
+#include "stream_format.h"
 #include "transport.h"
 
 static Incoming *incoming(Machine *m)
@@ -327,6 +328,58 @@ bool migration_incoming_start(Machine *m, const char *text, GError **error)
     in->start_us = (uint64_t)g_get_monotonic_time();
     set_in_status(m, MIG_SETUP);
     in->thread = g_thread_new("vmsnap-incoming", receive_thread, m);
+    return true;
+}
+
+bool migration_incoming_stream(Machine *m, VStream *s, GError **error)
+{
+    Incoming *in = incoming(m);
+    if (machine_state(m) != RUN_STATE_INMIGRATE || in->status != MIG_NONE) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                    "The incoming migration has already been started");
+        vstream_free(s);
+        return false;
+    }
+    in->uri.kind = MIGRATE_URI_EXEC;
+    in->main = s;
+    in->start_us = (uint64_t)g_get_monotonic_time();
+    set_in_status(m, MIG_SETUP);
+    in->thread = g_thread_new("vmsnap-incoming", receive_thread, m);
+    return true;
+}
+
+bool migration_peek_config(VStream **s, GBytes **fields, uint32_t *version, GError **error)
+{
+    uint8_t head[STREAM_HEADER_SIZE + STREAM_RECORD_HEADER];
+    StreamHeader h;
+    StreamRecordHeader rh;
+    const char *what = (*s)->name;
+    if (!vstream_read_all(*s, head, sizeof(head), NULL, error) ||
+        !stream_header_decode(head, what, &h, error) ||
+        !stream_record_header_decode(head + STREAM_HEADER_SIZE, what, 0, STREAM_HEADER_SIZE, &rh,
+                                     error))
+        return false;
+    if (rh.type != STREAM_REC_CONFIG || rh.length < 8) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "%s: the first record is %s, not CONFIG", what, stream_record_name(rh.type));
+        return false;
+    }
+    GByteArray *all = g_byte_array_sized_new(sizeof(head) + rh.length);
+    g_byte_array_append(all, head, sizeof(head));
+    g_byte_array_set_size(all, sizeof(head) + rh.length);
+    uint8_t *payload = all->data + sizeof(head);
+    if (!vstream_read_all(*s, payload, rh.length, NULL, error) ||
+        !stream_record_check(&rh, payload, what, 0, STREAM_HEADER_SIZE, error)) {
+        g_byte_array_unref(all);
+        return false;
+    }
+    uint32_t v;
+    memcpy(&v, payload, 4);
+    *version = GUINT32_FROM_LE(v);
+    GBytes *bytes = g_byte_array_free_to_bytes(all);
+    *fields = g_bytes_new_from_bytes(bytes, sizeof(head) + 8, rh.length - 8);
+    *s = vstream_prefix_new(*s, bytes);
+    g_bytes_unref(bytes);
     return true;
 }
 

@@ -226,26 +226,35 @@ class Vm:
     def digest(self):
         return self.qmp.cmd("x-guest-memory-digest")
 
-    def save(self, uri, fds=None, timeout=300, expect="completed"):
-        """Saves with QMP migrate (events on) and waits for the end; returns the final
-        query-migrate object. Fails unless the status is `expect`."""
-        self.qmp.cmd("migrate-set-capabilities",
-                     {"capabilities": [{"capability": "events", "state": True}]})
+    def start_migration(self, uri, fds=None, caps=(), params=None):
+        """migrate with the events capability and `caps` on and `params` set."""
+        caps = [{"capability": c, "state": True} for c in ("events",) + tuple(caps)]
+        self.qmp.cmd("migrate-set-capabilities", {"capabilities": caps})
+        if params:
+            self.qmp.cmd("migrate-set-parameters", params)
         if fds:
             self.qmp.cmd("getfd", {"fdname": "snap"}, fds=fds)
             uri = "fd:snap"
         self.qmp.cmd("migrate", {"uri": uri})
+
+    def wait_migration(self, timeout=300, expect="completed"):
         deadline = time.monotonic() + timeout
         while True:
             info = self.qmp.cmd("query-migrate")
             if info.get("status") in ("completed", "failed", "cancelled"):
                 break
             if time.monotonic() > deadline:
-                raise TestFailure("save did not finish in %ds: %s" % (timeout, info))
+                raise TestFailure("migration did not finish in %ds: %s" % (timeout, info))
             time.sleep(0.05)
-        check(info["status"] == expect, "save ended %s (expected %s): %s" %
+        check(info["status"] == expect, "migration ended %s (expected %s): %s" %
               (info["status"], expect, info.get("error-desc")))
         return info
+
+    def save(self, uri, fds=None, timeout=300, expect="completed", caps=(), params=None):
+        """Saves/migrates with QMP migrate (events on) and waits for the end; returns the
+        final query-migrate object. Fails unless the status is `expect`."""
+        self.start_migration(uri, fds, caps, params)
+        return self.wait_migration(timeout, expect)
 
     def wait_exit(self, timeout=30):
         try:
