@@ -175,8 +175,19 @@ static bool accept_channels(Receiver *r, GError **error)
         uint8_t buf[STREAM_HEADER_SIZE];
         uint32_t index = 0;
         uint8_t session[16];
-        bool ok = channel_read(tmp, buf, sizeof(buf), "the channel header", &hdr_error) &&
-                  stream_channel_header_decode(buf, s->name, &index, session, &hdr_error);
+        bool clean = false;
+        bool ok = vstream_read_all(s, buf, sizeof(buf), &clean, &hdr_error);
+        if (!ok && g_error_matches(hdr_error, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE)) {
+            g_clear_error(&hdr_error);
+            g_set_error(&hdr_error, FORMAT_ERROR, FORMAT_ERROR_TRUNCATED,
+                        "%s: extra channel %u of %u: truncated: the stream ended in the channel "
+                        "header after %" PRIu64 " bytes", s->name, n, want - 1, s->read);
+        }
+        if (ok) {
+            tmp->offset = STREAM_HEADER_SIZE;
+            __atomic_fetch_add(&r->bytes, (uint64_t)STREAM_HEADER_SIZE, __ATOMIC_RELAXED);
+        }
+        ok = ok && stream_channel_header_decode(buf, s->name, &index, session, &hdr_error);
         if (ok && index >= want) {
             g_set_error(&hdr_error, FORMAT_ERROR, FORMAT_ERROR_CORRUPT,
                         "%s: channel header: index %u, the stream has %u channels", s->name,

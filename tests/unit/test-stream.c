@@ -1532,11 +1532,12 @@ typedef enum {
     MB_END_FLAGS,
     MB_MAIN_HEADER,
     MB_NO_CONNECTION,
+    MB_SHORT_HEADER,
 } MultiBad;
 
 static void test_multi_refusals(void)
 {
-    for (int k = MB_BAD_SESSION; k <= MB_NO_CONNECTION; k++) {
+    for (int k = MB_BAD_SESSION; k <= MB_SHORT_HEADER; k++) {
         StreamHeader h = sb_header(3);
         g_autoptr(SbChannel) m = sb_new(0, &h);
         g_autoptr(SbChannel) c1 = extra(1, 3), c2 = extra(2, 3);
@@ -1571,6 +1572,10 @@ static void test_multi_refusals(void)
         if (k == MB_MAIN_HEADER)
             c2->index = 0;
         g_autoptr(GBytes) mb = sb_assemble(m), b1 = sb_assemble(c1), b2 = sb_assemble(c2);
+        if (k == MB_SHORT_HEADER) {
+            g_bytes_unref(b2);
+            b2 = g_bytes_new(g_bytes_get_data(b1, NULL), 40);
+        }
         Dest d;
         dest_init(&d);
         VStream *extras[2] = { vstream_mem_new(NULL, b1, "ch1"),
@@ -1631,6 +1636,10 @@ static void test_multi_refusals(void)
             g_assert_cmpstr(msg, ==, w);
             break;
         }
+        case MB_SHORT_HEADER:
+            g_assert_cmpstr(msg, ==, "ch2: extra channel 2 of 2: truncated: the stream ended in "
+                                     "the channel header after 40 bytes");
+            break;
         case MB_NO_CONNECTION:
             g_assert_cmpstr(msg, ==, "test: accepting extra channel 2 of 2: no more "
                                      "connections");
