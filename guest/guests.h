@@ -114,6 +114,8 @@ extern const unsigned int vmsnap_guest_state_elf_len;
 #define VMSNAP_STATE_OFF_LAPIC_KHZ    0x064u /* LAPIC timer input clock (before the divider) */
 #define VMSNAP_STATE_OFF_DIRTY_RATE   0x068u /* dirtyrate= MB/s per vCPU, 0 = unlimited */
 #define VMSNAP_STATE_OFF_CPUS_WANTED  0x06Cu /* cpus= / EDX from vmsnap, 0 = probed */
+#define VMSNAP_STATE_OFF_PATTERNS_GPA 0x070u /* the ring-3 tasks' expected SIMD values (tests corrupt them) */
+#define VMSNAP_STATE_OFF_PATTERN_SIZE 0x074u /* bytes per vCPU: xmm/ymm i of vCPU c at +c*size + 32*i */
 #define VMSNAP_STATE_OFF_SLOTS        0x080u
 #define VMSNAP_STATE_SLOT_SIZE        0x080u
 

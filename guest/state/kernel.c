@@ -41,6 +41,8 @@ _Static_assert(OFF(tsc_khz) == VMSNAP_STATE_OFF_TSC_KHZ, "tsc_khz");
 _Static_assert(OFF(lapic_khz) == VMSNAP_STATE_OFF_LAPIC_KHZ, "lapic_khz");
 _Static_assert(OFF(dirty_rate) == VMSNAP_STATE_OFF_DIRTY_RATE, "dirty_rate");
 _Static_assert(OFF(cpus_wanted) == VMSNAP_STATE_OFF_CPUS_WANTED, "cpus_wanted");
+_Static_assert(OFF(patterns_gpa) == VMSNAP_STATE_OFF_PATTERNS_GPA, "patterns_gpa");
+_Static_assert(OFF(pattern_size) == VMSNAP_STATE_OFF_PATTERN_SIZE, "pattern_size");
 _Static_assert(OFF(slot) == VMSNAP_STATE_OFF_SLOTS, "slots");
 _Static_assert(sizeof(struct slot) == VMSNAP_STATE_SLOT_SIZE, "slot size");
 _Static_assert(sizeof(struct status) == VMSNAP_STATE_SIZE, "status size");
@@ -1255,6 +1257,8 @@ void kmain(void)
     st->tsc_khz = (u32)cfg.tsc_khz;
     st->lapic_khz = (u32)cfg.lapic_khz;
     st->cpus_wanted = cpus;
+    st->patterns_gpa = (u32)(u64)patterns;
+    st->pattern_size = sizeof(struct simd_patterns);
     u32 flags = (vmsnap ? VMSNAP_STATE_FLAG_VMSNAP : 0) |
                 (cfg.kvmclock ? VMSNAP_STATE_FLAG_KVMCLOCK : 0) |
                 (cfg.tsc_deadline ? VMSNAP_STATE_FLAG_TSCDL : 0) |

@@ -88,7 +88,9 @@ struct status {
     u32 lapic_khz;
     u32 dirty_rate;
     u32 cpus_wanted;
-    u32 reserved[4];
+    u32 patterns_gpa;
+    u32 pattern_size;
+    u32 reserved[2];
     struct slot slot[MAX_CPUS];
 };
 
@@ -156,6 +158,7 @@ struct simd_patterns {
     u32 bad_mask;            /* out: pmovmskb result of that register */
     u32 pad2[2];
 } __attribute__((aligned(32)));
+extern struct simd_patterns patterns[MAX_CPUS]; /* user.c */
 void simd_load(struct simd_patterns *p, u64 avx);
 u32 simd_check(struct simd_patterns *p, u64 avx);
 

@@ -35,7 +35,7 @@ _Static_assert(__builtin_offsetof(struct simd_patterns, pad2) == 0x1D8, "P_SCRAT
 #define KC_STUCK_MS    100u /* kvmclock frozen while the TSC runs this long: F09 */
 #define PUBLISH_EVERY  256u
 
-static struct simd_patterns patterns[MAX_CPUS];
+struct simd_patterns patterns[MAX_CPUS];
 
 static inline u64 rdtsc_ordered(void)
 {
@@ -225,7 +225,7 @@ void user_main(u64 cpu)
 
         if (npages && (!cyc_per_page || ddone < run / cyc_per_page)) {
             u64 *pg = dirty + (didx << 9);
-            u64 tag = first + didx;
+            u64 tag = (cfg.dirty_base >> 12) + first + didx; /* page number */
             if (dpass > 1 && pg[0] != (((dpass - 1) << 32) | tag))
                 report(VMSNAP_STATE_F_DIRTY, (u64)pg, pg[0]);
             dirty_page(pg, (dpass << 32) | tag);
