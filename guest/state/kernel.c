@@ -201,10 +201,14 @@ static u32 heartbeats;
 static u32 ping_out;          /* a ping is in flight */
 static u32 ping_target;
 static u32 ping_age;          /* vCPU 0 ticks since it was sent */
+static u32 ping_progress;     /* the target's progress (ap_progress) when sent */
 static u32 ap_sample[MAX_CPUS];
 static u32 ap_still[MAX_CPUS];/* consecutive 1-s samples without progress */
 static u32 rx_pending_checks; /* periodic checks that saw LSR.DR with no RX irq in between */
 static u32 rx_irqs_seen;
+static u32 brk_ticks;                  /* vCPU 0 ticks since 'A', until break= fires */
+static volatile u32 ap_ignore_pings;   /* break=13 */
+static volatile u32 ap_halt;           /* break=14 */
 
 /* ---- helpers --------------------------------------------------------------- */
 void *memset(void *d, int c, unsigned long n);
@@ -586,9 +590,12 @@ static void send_ipi(u32 apic_id, u32 icr)
     lapic_wr(LAPIC_ICR_LO, icr);
 }
 
-static int ap_alive_recently(u32 cpu)
+/* An AP's progress: its LAPIC ticks plus its ring-3 loops (published every
+ * 256 loops).  Either one moving means the vCPU executes. */
+static u32 ap_progress(u32 cpu)
 {
-    return ap_still[cpu] == 0;
+    volatile struct slot *sl = &STATUS->slot[cpu];
+    return sl->lapic_ticks + (u32)sl->r3_loops;
 }
 
 /* vCPU 0, once per second of its own ticks: is every AP still executing? */
@@ -598,13 +605,57 @@ static void check_aps(void)
         volatile struct slot *sl = &STATUS->slot[i];
         if (sl->state == VMSNAP_STATE_CPU_DEAD)
             continue; /* already reported as an exception */
-        u32 s = sl->lapic_ticks + (u32)sl->r3_loops;
+        u32 s = ap_progress(i);
         if (s != ap_sample[i]) {
             ap_sample[i] = s;
             ap_still[i] = 0;
         } else if (++ap_still[i] >= 2) {
             report(VMSNAP_STATE_F_AP_DEAD, i, sl->lapic_ticks);
         }
+    }
+}
+
+/* break=N (test only): 3 s after 'A', damage the state behind check N the
+ * way a lost device section would, so each F code can be seen to fire. */
+static void sabotage(struct percpu *pc, u32 code)
+{
+    switch (code) {
+    case VMSNAP_STATE_F_LAPIC_STALL:     /* needs TSC-deadline on vCPU 0 (tscdl=1) */
+        if (pc->deadline)
+            wrmsr(MSR_TSC_DEADLINE, 0);  /* disarmed, LAPIC registers untouched */
+        break;
+    case VMSNAP_STATE_F_LAPIC_CONFIG:    /* a reset LAPIC: software-disabled */
+        lapic_wr(LAPIC_SVR, 0xFF);
+        break;
+    case VMSNAP_STATE_F_IOAPIC:          /* a reset IOAPIC: the PIT pin masked */
+        for (u32 i = 0; i < n_checked_pins; i++)
+            if (ioapic_checked_pins[i] != UART_PIN)
+                ioapic_wr(0x10 + 2 * ioapic_checked_pins[i],
+                          (u32)ioapic_shadow[ioapic_checked_pins[i]] | LVT_MASKED);
+        break;
+    case VMSNAP_STATE_F_PIT_CONFIG:      /* channel 0 in one-shot mode 0 */
+        outb(PIT_CMD, 0x30);
+        outb(PIT_CH0, 0xFF);
+        outb(PIT_CH0, 0xFF);
+        break;
+    case VMSNAP_STATE_F_KVMCLOCK_DEAD:   /* the kvmclock MSR of vCPU 0 lost */
+        if (cfg.kvmclock)
+            wrmsr(cfg.kvmclock_msr, 0);
+        break;
+    case VMSNAP_STATE_F_IPI_STALL:       /* the APs run on but stop answering */
+        ap_ignore_pings = 1;
+        break;
+    case VMSNAP_STATE_F_AP_DEAD:         /* the APs stop executing */
+        ap_halt = 1;
+        break;
+    case VMSNAP_STATE_F_UART_CONFIG:     /* a reset UART's scratch register */
+        outb(UART_SCR, 0);
+        break;
+    case VMSNAP_STATE_F_EXCEPTION:       /* ud2 in ring 0 (vCPU 0 then idles) */
+        __asm__ volatile("ud2");
+        break;
+    default:
+        break;
     }
 }
 
@@ -622,6 +673,8 @@ static void cpu0_tick(void)
         unlock(taken);
         check_aps();
     }
+    if (cfg.brk && brk_ticks < 3 * cfg.hz && ++brk_ticks == 3 * cfg.hz)
+        sabotage(this_cpu(), cfg.brk);
     if (cfg.ncpus > 1) {
         if (!ping_out) {
             ping_target = ping_target + 1 >= cfg.ncpus ? 1 : ping_target + 1;
@@ -629,12 +682,13 @@ static void cpu0_tick(void)
                 return;
             ping_out = 1;
             ping_age = 0;
+            ping_progress = ap_progress(ping_target);
             st->pings++;
             send_ipi(st->slot[ping_target].apic_id, V_PING);
         } else if (++ping_age > 2 * cfg.hz) {
-            /* 2 s of vCPU-0 time without an answer.  If the AP itself has
-             * stopped, that is F14's business (check_aps). */
-            if (ap_alive_recently(ping_target))
+            /* 2 s of vCPU-0 time without an answer.  Only a stall if the
+             * AP ran meanwhile; an AP that stopped is F14's (check_aps). */
+            if (ap_progress(ping_target) != ping_progress)
                 report(VMSNAP_STATE_F_IPI_STALL, ping_target, st->pings);
             ping_out = 0; /* try again with a fresh ping */
         }
@@ -671,6 +725,9 @@ static void timer_isr(void)
         return;
     if (pc->cpu == 0)
         cpu0_tick();
+    else if (ap_halt)
+        for (;;)
+            __asm__ volatile("cli; hlt");
     if (++pc->check_tick >= cfg.check_every) {
         pc->check_tick = 0;
         periodic_checks(pc);
@@ -709,7 +766,8 @@ static void ping_isr(void)
 {
     struct percpu *pc = this_cpu();
     my_slot(pc)->ipis++;
-    send_ipi(bsp_apic_id, V_PONG);
+    if (!ap_ignore_pings)
+        send_ipi(bsp_apic_id, V_PONG);
     lapic_eoi();
 }
 
@@ -903,6 +961,8 @@ static void parse_cmdline(const char *cl, u32 *cpus)
             cfg.dirty_rate = clamp(n, 0, 1000000);
         else if (key_is(k, klen, "tscdl"))
             cfg.tscdl = clamp(n, 0, 2);
+        else if (key_is(k, klen, "break"))
+            cfg.brk = clamp(n, 0, VMSNAP_STATE_F_MAX);
         else if (key_is(k, klen, "checks"))
             cfg.check_every = clamp(n, 1, 1000); /* per second; turned into ticks below */
     }

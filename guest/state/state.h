@@ -122,6 +122,7 @@ struct config {
     u32 dirty_rate;     /* MB/s per vCPU, 0 = unlimited */
     u32 tscdl;          /* 0 never, 1 every vCPU, 2 odd vCPUs (when CPUID offers it) */
     u32 check_every;    /* LAPIC ticks between periodic device checks */
+    u32 brk;            /* break=: test-only fault injection (docs/GUEST.md) */
     u32 kvmclock;       /* 1: kvmclock MSRs in use */
     u32 kvmclock_msr;   /* 0x4b564d01 or 0x12 */
     u32 avx;            /* ring 3 checks ymm upper halves */

@@ -499,6 +499,27 @@ def case_dirty_damage(vm):
           "F19 should name page %#x and 0xdeadbeef: %r" % (page << 12, flines[0]))
 
 
+def break_case(code, smp=1):
+    """break=N (test-only fault injection, docs/GUEST.md): vCPU 0 damages
+    the state behind check N 3 s after 'A'; exactly F<N> must follow."""
+    def fn(vm):
+        st = vm.boot() and vm.status()
+        if code == 1 and not st["slots"][0]["timer_mode"] == 2:
+            raise Skip("vCPU 0 is not in TSC-deadline mode (no tsc-deadline in CPUID)")
+        _, flines, _ = vm.wait_for(lambda e, f, r: f, 3 + F_TIMEOUT, "F%02d" % code,
+                                   allow_f=True)
+        check(flines[0].startswith("F%02d " % code), "first F line %r, wanted F%02d"
+              % (flines[0], code))
+        time.sleep(3.0)  # nothing else may follow
+        _, flines, _ = parse_output(vm.serial())
+        codes = sorted(set(int(f[1:3]) for f in flines))
+        check(codes == [code], "F codes %r after break=%d: %r" % (codes, code, flines))
+        st = vm.status()
+        check(st["first_f"] == code and st["f_mask"] == 1 << code,
+              "first_f %d f_mask %#x" % (st["first_f"], st["f_mask"]))
+    return fn
+
+
 # ---- ring-0 instruction audit -------------------------------------------------
 # KVM's emulator (PVM) lacks these, or runs them wrongly (platform matrix).
 FORBIDDEN = re.compile(r"^(popcnt|lzcnt|tzcnt|andn|bextr|blsi|blsmsk|blsr|bzhi|mulx|pdep|pext|"
@@ -572,6 +593,18 @@ def main():
         ("negative: a damaged page in the dirty range -> F19",
          case_dirty_damage, dict(smp=1, append="dirty=2 dirtyrate=1", shared=True)),
     ]
+    for code, smp, extra, what in [
+            (1, 1, " tscdl=1", "TSC-deadline disarmed -> F01 (timer silent, LAPIC intact)"),
+            (2, 1, "", "LAPIC software-disabled -> F02"),
+            (3, 1, "", "IOAPIC PIT pin masked -> F03"),
+            (5, 1, "", "PIT in one-shot mode -> F05"),
+            (9, 1, "", "kvmclock MSR cleared -> F09"),
+            (13, 2, "", "AP stops answering pings -> F13"),
+            (14, 2, "", "AP stops executing -> F14 (and no F13)"),
+            (15, 1, "", "UART scratch register lost -> F15"),
+            (17, 1, "", "ud2 in ring 0 -> F17")]:
+        cases.append(("negative, break=%d: %s" % (code, what), break_case(code),
+                      dict(smp=smp, append="break=%d%s" % (code, extra))))
     print("1..%d" % (len(cases) + 1))
     if not ELF or not os.path.isfile(ELF):
         for name, _, _ in cases:
