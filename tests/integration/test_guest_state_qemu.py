@@ -525,7 +525,7 @@ def break_case(code, smp=1):
 FORBIDDEN = re.compile(r"^(popcnt|lzcnt|tzcnt|andn|bextr|blsi|blsmsk|blsr|bzhi|mulx|pdep|pext|"
                        r"rorx|sarx|shlx|shrx|movbe|crc32|rdtscp|rdpid|int3|int|into|icebp|"
                        r"iret|iretl|iretw|lsl|lar|verr|verw|fwait|wait|cmpxchg16b|xgetbv|"
-                       r"xsave\w*|xrstor\w*|endbr\w*|f\w+|v\w+|\w*xmm\w*)$")
+                       r"pause|xsave\w*|xrstor\w*|endbr\w*|f\w+|v\w+|\w*xmm\w*)$")
 
 
 def audit():
