@@ -106,9 +106,18 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
 
     if (!vm->ops->dirty_start(vm->ops->opaque, error))
         return false;
-    /* Tracking starts with every page dirty: the first fetch re-arms all of them. */
+    /* The first fetch re-arms tracking; whatever it reports, the first pass sends
+     * every page. */
     if (!dirty_fetch(vm, d, &count, error))
         return false;
+    count = 0;
+    for (unsigned b = 0; b < d->n; b++) {
+        uint64_t pages = vm->blocks[b].size / vm->blocks[b].page_size;
+        memset(d->maps[b], 0xff, d->words[b] * sizeof(uint64_t));
+        if (pages % 64)
+            d->maps[b][d->words[b] - 1] = (1ull << (pages % 64)) - 1;
+        count += pages;
+    }
     set32(&st->phase, PRECOPY_ACTIVE);
     for (uint32_t pass = 1;; pass++) {
         uint64_t t0 = now_us();

@@ -23,25 +23,6 @@ bool dirty_log_init(Vm *vm, GError **error)
     return true;
 }
 
-static bool set_logging(Vm *vm, unsigned i, bool on, GError **error)
-{
-    RamBlock *b = &vm->ram.blocks[i];
-    struct kvm_userspace_memory_region region = {
-        .slot = i,
-        .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-        .guest_phys_addr = b->gpa,
-        .memory_size = b->size,
-        .userspace_addr = (uintptr_t)b->host,
-    };
-    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) == 0)
-        return true;
-    int err = errno;
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                "cannot turn dirty logging %s for RAM block '%s': %s", on ? "on" : "off",
-                b->name, g_strerror(err));
-    return false;
-}
-
 bool dirty_log_start(Vm *vm, GError **error)
 {
     if (!vm->dirty.available) {
@@ -55,12 +36,8 @@ bool dirty_log_start(Vm *vm, GError **error)
         vm->dirty.vmm[i] = g_new0(uint64_t, words);
         vm->dirty.scratch[i] = g_new0(uint64_t, words);
     }
+    /* KVM logs since the VM was created (see vm.c): nothing to switch on. */
     __atomic_store_n(&vm->dirty.active, true, __ATOMIC_SEQ_CST);
-    for (unsigned i = 0; i < vm->ram.n_blocks; i++)
-        if (!set_logging(vm, i, true, error)) {
-            dirty_log_stop(vm);
-            return false;
-        }
     return true;
 }
 
@@ -102,7 +79,6 @@ void dirty_log_stop(Vm *vm)
 {
     __atomic_store_n(&vm->dirty.active, false, __ATOMIC_SEQ_CST);
     for (unsigned i = 0; i < vm->ram.n_blocks; i++) {
-        set_logging(vm, i, false, NULL);
         g_clear_pointer(&vm->dirty.vmm[i], g_free);
         g_clear_pointer(&vm->dirty.scratch[i], g_free);
     }

@@ -12,7 +12,9 @@
  * error if KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with INITIALLY_SET. */
 bool dirty_log_init(Vm *vm, GError **error);
 
-/* Turns logging on for every RAM block; all pages start dirty. */
+/* Starts a tracking session (KVM logs from VM creation on; this costs two small
+ * allocations per block). The first fetch re-arms every page written since the
+ * last session: callers treat every page as dirty at the start. */
 bool dirty_log_start(Vm *vm, GError **error);
 
 /* ORs the pages of block b dirtied since the last fetch into bitmap (host-endian

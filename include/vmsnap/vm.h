@@ -24,8 +24,9 @@ typedef struct VmsnapRamBlock {
  * stopped saves are possible). */
 typedef struct VmsnapVmOps {
     uint32_t struct_size;          /* sizeof(VmsnapVmOps) */
-    /* Starts dirty tracking; every page counts as dirty at first. Cost must not grow
-     * with the RAM size. Returns false with an error. */
+    /* Starts dirty tracking. Cost must not grow with the RAM size. The engine sends
+     * every page in its first pass, whatever the first fetch reports. Returns false
+     * with an error. */
     bool (*dirty_start)(void *opaque, GError **error);
     /* ORs into `bitmap` (host-endian u64 words, one bit per page of `block`) the pages
      * written since the previous fetch (or the start), and re-arms tracking for them:
