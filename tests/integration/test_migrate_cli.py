@@ -146,8 +146,8 @@ def test_completed(workdir, vms):
     r = migrate(workdir, "tcp:10.0.0.2:4444")
     check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
     cmds = f.commands()
-    check(cmds[:4] == ["qmp_capabilities", "query-migrate-capabilities",
-                       "migrate-set-capabilities", "migrate"], "commands: %s" % cmds)
+    check(cmds[:3] == ["qmp_capabilities", "migrate-set-capabilities", "migrate"],
+          "commands: %s" % cmds)
     check(caps_sent(f) == ["events"], "caps: %s" % caps_sent(f))
     check("migrate-set-parameters" not in cmds, "no parameters asked: %s" % cmds)
     check(f.args("migrate") == [{"uri": "tcp:10.0.0.2:4444"}], f.args("migrate"))
@@ -447,14 +447,14 @@ def test_save_live(workdir, vms):
     check(code == 0, "exit %d: %s" % (code, text))
     check("\ractive  pass 2  remaining 300.0 MiB" in text, repr(text))
 
-    # Without --live nothing changes: no capability query, no passes.
+    # Without --live the VM is stopped first and there are no passes.
     d = os.path.join(workdir, "stopped")
     os.mkdir(d)
     f = fake(d, [COMPLETED])
     r = run_cli(["save", "--qmp", qmp_arg(d), "file:/snap/vm.vms"])
     check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
-    check(f.commands()[:3] == ["qmp_capabilities", "migrate-set-capabilities", "migrate"],
-          f.commands())
+    check(f.commands()[:5] == ["qmp_capabilities", "query-status", "stop",
+                               "migrate-set-capabilities", "migrate"], f.commands())
     check("passes" not in r.stdout, r.stdout)
 
 
