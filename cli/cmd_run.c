@@ -31,7 +31,8 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         { "memory-backend", 0, 0, G_OPTION_ARG_STRING, &backend,
           "Guest RAM allocation: anon (default) or memfd", "anon|memfd" },
         { "incoming", 'i', 0, G_OPTION_ARG_STRING, &incoming,
-          "Wait for an incoming migration: a snapshot URI (file:PATH[,offset=N]) loaded at "
+          "Wait for an incoming migration: a snapshot (file:PATH[,offset=N]) or a stream "
+          "(unix:PATH, tcp:HOST:PORT, exec:CMD) loaded at "
           "start, or 'defer' to wait for the QMP migrate-incoming", "URI|defer" },
         { "restore-mode", 0, 0, G_OPTION_ARG_STRING, &mode,
           "With --incoming: map (default) or copy", "map|copy" },
