@@ -94,6 +94,16 @@ static void notice_free(gpointer data)
     g_free(n);
 }
 
+void machine_call_in_main(Machine *m, gint priority, GSourceFunc fn, gpointer data,
+                          GDestroyNotify notify)
+{
+    GSource *src = g_idle_source_new();
+    g_source_set_priority(src, priority);
+    g_source_set_callback(src, fn, data, notify);
+    g_source_attach(src, g_main_loop_get_context(m->loop));
+    g_source_unref(src);
+}
+
 /* Runs on a vCPU thread: hand over to the main loop. */
 static void vm_notice(void *opaque, VmNoticeKind kind, int code, const char *message)
 {
@@ -103,8 +113,7 @@ static void vm_notice(void *opaque, VmNoticeKind kind, int code, const char *mes
     n->kind = kind;
     n->code = code;
     n->message = g_strdup(message);
-    g_main_context_invoke_full(g_main_loop_get_context(m->loop), G_PRIORITY_HIGH, notice_in_main,
-                               n, notice_free);
+    machine_call_in_main(m, G_PRIORITY_HIGH, notice_in_main, n, notice_free);
 }
 
 static bool load_kernel(Machine *m, GError **error)

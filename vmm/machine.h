@@ -68,6 +68,12 @@ int machine_run(Machine *m);
 
 void machine_free(Machine *m);
 
+/* Queues fn(data) on the main loop, from any thread. Never runs it in the caller,
+ * unlike g_main_context_invoke() when the loop is not running yet: a worker thread
+ * that the callback joins must not be the one running it. */
+void machine_call_in_main(Machine *m, gint priority, GSourceFunc fn, gpointer data,
+                          GDestroyNotify notify);
+
 /* Run control, main thread only. stop/cont emit STOP/RESUME as QEMU does. */
 void machine_stop(Machine *m, RunState stopped_state);
 bool machine_cont(Machine *m, GError **error);

@@ -267,7 +267,7 @@ static gpointer receive_thread(gpointer data)
         in->rx = receiver_new(main, blocks, n, &hooks);
         receiver_run(in->rx, &in->error);
     }
-    g_main_context_invoke(g_main_loop_get_context(m->loop), incoming_finished, m);
+    machine_call_in_main(m, G_PRIORITY_DEFAULT, incoming_finished, m, NULL);
     return NULL;
 }
 

@@ -138,7 +138,7 @@ static gpointer job_thread(gpointer data)
             file_sink_stats(sink, &g->file_stats);
         sink->ops->free(sink);
     }
-    g_main_context_invoke(g_main_loop_get_context(g->m->loop), finished_in_main, g);
+    machine_call_in_main(g->m, G_PRIORITY_DEFAULT, finished_in_main, g, NULL);
     return NULL;
 }
 
