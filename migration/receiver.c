@@ -29,6 +29,7 @@ Receiver *receiver_new(VStream *main, const VmsnapRamBlock *blocks, unsigned n_b
         r->n_dst = n_blocks;
     } else {
         r->own_blocks = true;
+        r->zeroed = true;
     }
     if (hooks)
         r->hooks = *hooks;
@@ -58,6 +59,9 @@ static void receiver_unref(Receiver *r)
             if (r->dst[i].host)
                 munmap(r->dst[i].host, r->dst[i].size);
     }
+    for (unsigned i = 0; r->written && i < r->n_blocks; i++)
+        g_free(r->written[i]);
+    g_free(r->written);
     g_free(r->dst);
     g_free(r->blocks);
     g_free(r->map);
@@ -75,9 +79,21 @@ void receiver_free(Receiver *r)
         receiver_unref(r);
 }
 
+void receiver_assume_zeroed(Receiver *r)
+{
+    r->zeroed = true;
+}
+
 bool receiver_match_blocks(Receiver *r, GError **error)
 {
     r->map = g_new0(unsigned, r->n_blocks);
+    if (r->zeroed) {
+        r->written = g_new0(uint64_t *, r->n_blocks);
+        for (unsigned i = 0; i < r->n_blocks; i++) {
+            uint64_t pages = r->blocks[i].size / r->blocks[i].page_size;
+            r->written[i] = g_new0(uint64_t, (pages + 63) / 64);
+        }
+    }
     if (r->own_blocks) {
         /* Anonymous memory: untouched pages cost nothing and read as zero. */
         r->dst = g_new0(VmsnapRamBlock, r->n_blocks);
@@ -92,6 +108,8 @@ bool receiver_match_blocks(Receiver *r, GError **error)
             d->backing_fd = -1;
             void *p = mmap(NULL, b->size, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (p != MAP_FAILED)
+                (void)madvise(p, b->size, MADV_HUGEPAGE); /* as guest RAM: vmm/ram.c */
             if (p == MAP_FAILED) {
                 int err = errno;
                 g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),

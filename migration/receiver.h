@@ -37,6 +37,12 @@ typedef struct ReceiverHooks {
 Receiver *receiver_new(VStream *main, const VmsnapRamBlock *blocks, unsigned n_blocks,
                        const ReceiverHooks *hooks);
 
+/* The caller promises that the destination blocks read as zero now (fresh or
+ * discarded memory). The receiver then skips zero pages sent for pages it has not
+ * written, instead of reading them (a read faults in a page-table entry per page).
+ * Implied with n_blocks 0. Call before receiver_run(). */
+void receiver_assume_zeroed(Receiver *r);
+
 /* Runs to the END of every channel and the end of file after it (or the first
  * error). Page data lands directly in the blocks. Returns false with an error naming
  * the channel and record at fault. With several channels, one thread per channel

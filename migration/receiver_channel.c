@@ -219,6 +219,7 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
         return false;
     const FormatBlock *b = &r->blocks[pg.block];
     uint8_t *host = r->dst[r->map[pg.block]].host;
+    uint64_t *written = r->written ? r->written[pg.block] : NULL;
     size_t ps = b->page_size;
     const uint8_t *data = pg.data;
     uint64_t n = 0;
@@ -228,14 +229,24 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
     for (uint32_t i = 0; i < pg.npages && !stop; i++) {
         if (!stream_bit(pg.sent, i))
             continue;
-        uint8_t *dst = host + (pg.first_page + i) * ps;
+        uint64_t page = pg.first_page + i;
+        uint8_t *dst = host + page * ps;
         if (stream_bit(pg.zero, i)) {
-            /* Fresh memory reads as zero without being allocated: only write when needed. */
-            if (!page_is_zero(dst, ps))
+            /* Zeroed memory: a page never written still reads as zero, leave it
+             * unmapped. Otherwise only write when needed: fresh memory costs nothing. */
+            bool maybe_dirty = !written || (__atomic_load_n(&written[page / 64], __ATOMIC_RELAXED) &
+                                            (1ull << (page % 64)));
+            if (maybe_dirty && !page_is_zero(dst, ps))
                 memset(dst, 0, ps);
         } else {
             memcpy(dst, data, ps);
             data += ps;
+            /* Passes are ordered by SYNC barriers, so the channel that sees this page
+             * next sees the bit; with threads, the atomic keeps neighbours' bits. */
+            if (written && r->threaded)
+                __atomic_fetch_or(&written[page / 64], 1ull << (page % 64), __ATOMIC_RELAXED);
+            else if (written)
+                written[page / 64] |= 1ull << (page % 64);
         }
         n++;
     }

@@ -34,6 +34,8 @@ struct Receiver {
     VmsnapRamBlock *dst;   /* the destination's blocks (host pointers) */
     unsigned n_dst;
     bool own_blocks;       /* receiver_new got no blocks: they are mmaps of ours */
+    bool zeroed;           /* dst read as zero before the run (receiver_assume_zeroed) */
+    uint64_t **written;    /* zeroed: per stream block, a bit per page written with data */
     ReceiverHooks hooks;
     bool ran;
 

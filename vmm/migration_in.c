@@ -265,6 +265,12 @@ static gpointer receive_thread(gpointer data)
         ReceiverHooks hooks = { .config = check_config, .accept_channel = accept_channel,
                                 .opaque = m };
         in->rx = receiver_new(main, blocks, n, &hooks);
+        /* Every page arrives in the first pass: what the RAM held before is moot. Once
+         * discarded it reads as zero, and the receiver need not touch zero pages. */
+        GError *discard_error = NULL;
+        if (ram_discard(&m->vm->ram, &discard_error))
+            receiver_assume_zeroed(in->rx);
+        g_clear_error(&discard_error);
         receiver_run(in->rx, &in->error);
     }
     machine_call_in_main(m, G_PRIORITY_DEFAULT, incoming_finished, m, NULL);

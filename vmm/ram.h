@@ -42,6 +42,10 @@ bool ram_layout(GuestRam *ram, uint64_t total, GError **error);
  * on failure nothing stays allocated. */
 bool ram_alloc(GuestRam *ram, RamBacking backing, GError **error);
 
+/* Gives every block's memory back, so that it reads as zero (anonymous: dropped
+ * pages; memfd: holes punched). False for file-backed blocks or on error. */
+bool ram_discard(GuestRam *ram, GError **error);
+
 /* Unmaps and closes everything ram_alloc() created. Safe on a zeroed GuestRam. */
 void ram_free(GuestRam *ram);
 
