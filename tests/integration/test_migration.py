@@ -6,6 +6,7 @@ Each success case checks: the source's digest at the final pause equals the
 destination's before it runs, the destination prints B and never E, the source
 ends postmigrate.
 """
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Skip, check, need_kvm, run_cli, run_tests, start_vm,  # noqa: E402
+from harness import (QmpError, Skip, check, need_kvm, run_cli, run_tests, start_vm,  # noqa: E402
                      wait_for)
 
 MEM = "64M"
@@ -126,7 +127,9 @@ def multifd_case(channels):
         src = source(vms, workdir, memory="256M", cpus=2)
         path = os.path.join(workdir, "mig.sock")
         dst = destination(vms, workdir, "unix:" + path, memory="256M", cpus=2)
-        info = src.save("unix:" + path, caps=("multifd",),
+        # Unpaced guest/dirty rewrites memory about as fast as a loaded host moves it:
+        # auto-converge keeps the test finite whatever the load.
+        info = src.save("unix:" + path, caps=("multifd", "auto-converge"),
                         params={"multifd-channels": channels})
         finish_checks(src, dst, info)
     test.__name__ = "test_multifd_%d_channels" % channels
@@ -294,6 +297,47 @@ def test_random_bytes(workdir, vms):
         check(r.returncode == 1 and "incoming migration failed" in r.stderr, r.stderr)
 
 
+def test_pause_before_switchover(workdir, vms):
+    """pause-before-switchover on real VMs: the source stops in pre-switchover with
+    the guest paused and the destination not yet running; migrate-continue finishes
+    the migration, and the guest carries on at the destination."""
+    need_kvm()
+    src = source(vms, workdir)
+    path = os.path.join(workdir, "mig.sock")
+    dst = destination(vms, workdir, "unix:" + path)
+    src.start_migration("unix:" + path, caps=("pause-before-switchover",))
+    wait_for(lambda: src.qmp.cmd("query-migrate")["status"] == "pre-switchover", 120,
+             "pre-switchover")
+    # As in QEMU: the VM is stopped for the switchover, run state finish-migrate.
+    check(src.status() == "finish-migrate", "source in pre-switchover: %s" % src.status())
+    check(dst.status() == "inmigrate", "destination in pre-switchover: %s" % dst.status())
+    time.sleep(0.3)  # it stays there until told
+    check(src.qmp.cmd("query-migrate")["status"] == "pre-switchover", "left pre-switchover")
+    try:
+        src.qmp.cmd("migrate-continue", {"state": "active"})
+        check(False, "migrate-continue from the wrong state was accepted")
+    except QmpError as e:
+        check(e.error_class == "GenericError", "error class %s" % e.error_class)
+    src.qmp.cmd("migrate-continue", {"state": "pre-switchover"})
+    info = src.wait_migration()
+    finish_checks(src, dst, info)
+
+
+def test_cli_migrate(workdir, vms):
+    """`vmsnap migrate` between two real VMs: exit 0, its JSON is the final
+    query-migrate, and the guest carries on at the destination."""
+    need_kvm()
+    src = source(vms, workdir, memory="128M", cpus=2)
+    path = os.path.join(workdir, "mig.sock")
+    dst = destination(vms, workdir, "unix:" + path, memory="128M", cpus=2)
+    r = run_cli(["migrate", "--qmp", "unix:" + src.qmp_path, "--json", "--auto-converge",
+                 "--channels", "2", "unix:" + path], timeout=300)
+    check(r.returncode == 0, "exit %d: %s" % (r.returncode, r.stderr))
+    info = json.loads(r.stdout)
+    check(info["ram"]["total"] == 128 << 20, "total %s" % info["ram"])
+    finish_checks(src, dst, info)
+
+
 if __name__ == "__main__":
     tests = [live_case(t) for t in ("unix", "tcp", "fd", "exec")]
     tests += [test_nonlive_unix, test_live_save_file_then_restore, compressed_case("gzip"),
@@ -304,5 +348,5 @@ if __name__ == "__main__":
               uuid_case(UUID_A, UUID_A, True, True), uuid_case(UUID_A, UUID_B, True, False),
               uuid_case(UUID_A, UUID_B, False, True),
               test_qmp_argument_errors, test_channels_argument, test_broken_streams,
-              test_random_bytes]
+              test_random_bytes, test_pause_before_switchover, test_cli_migrate]
     sys.exit(run_tests(tests))
