@@ -38,7 +38,11 @@ static int restore_stream(const char *uri, const IncomingOptions *opt, char *ser
     g_autofree char *run_state = NULL;
     if (!s || !migration_peek_config(&s, &fields, &version, &error) ||
         !vmstate_config_decode(fields, version, &cfg, &run_state, &error)) {
-        fprintf(stderr, "vmsnap restore: %s: %s\n", uri, error->message);
+        /* Stream errors already begin with the stream's name. */
+        if (g_str_has_prefix(error->message, uri))
+            fprintf(stderr, "vmsnap restore: %s\n", error->message);
+        else
+            fprintf(stderr, "vmsnap restore: %s: %s\n", uri, error->message);
         if (s)
             vstream_free(s);
         if (fields)

@@ -75,9 +75,10 @@ bool vstream_read_all(VStream *s, void *buf, size_t len, bool *eof_clean, GError
         if (n == 0) {
             if (eof_clean)
                 *eof_clean = got == 0;
+            g_autofree char *detail = s->ops->eof_detail ? s->ops->eof_detail(s) : NULL;
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE,
-                        "%s: unexpected end of stream after %" G_GUINT64_FORMAT " bytes", s->name,
-                        s->read);
+                        "%s: unexpected end of stream after %" G_GUINT64_FORMAT " bytes%s%s",
+                        s->name, s->read, detail ? ": " : "", detail ? detail : "");
             return false;
         }
         got += (size_t)n;

@@ -28,6 +28,9 @@ typedef struct VStreamOps {
      * freeing; 0 or -errno. */
     int (*close_write)(VStream *s);
     void (*free)(VStream *s);
+    /* Optional: after EOF on read, why the peer stopped (e.g. a command's exit
+     * status), as a new string, or NULL. Appended to the truncation error. */
+    char *(*eof_detail)(VStream *s);
 } VStreamOps;
 
 struct VStream {

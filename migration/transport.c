@@ -234,6 +234,29 @@ static bool exec_reap(ExecStream *s, gint64 deadline_us)
     return true;
 }
 
+/* How long a reader at EOF waits for the command to exit, to report its status. */
+#define EXEC_EOF_WAIT_MS 500
+
+static char *exec_status_text(int st)
+{
+    if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+        return g_strdup_printf("the command exited with status %d", WEXITSTATUS(st));
+    if (WIFSIGNALED(st)) {
+        const char *abbrev = sigabbrev_np(WTERMSIG(st));
+        return g_strdup_printf("the command was killed by signal %d (SIG%s)", WTERMSIG(st),
+                               abbrev ? abbrev : "?");
+    }
+    return NULL;
+}
+
+static char *exec_eof_detail(VStream *vs)
+{
+    ExecStream *s = (ExecStream *)vs;
+    if (!exec_reap(s, g_get_monotonic_time() + EXEC_EOF_WAIT_MS * 1000))
+        return NULL;
+    return exec_status_text(s->status);
+}
+
 static void exec_free(VStream *vs)
 {
     ExecStream *s = (ExecStream *)vs;
@@ -255,6 +278,7 @@ static const VStreamOps exec_ops = {
     .flush = exec_flush,
     .close_write = exec_close_write,
     .free = exec_free,
+    .eof_detail = exec_eof_detail,
 };
 
 /*
@@ -381,17 +405,9 @@ bool transport_stream_finish(VStream *s, GError **error)
         return true;
     ExecStream *e = (ExecStream *)s;
     exec_reap(e, -1);
-    int st = e->status;
-    if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: the command exited with status %d",
-                    s->name, WEXITSTATUS(st));
-        return false;
-    }
-    if (WIFSIGNALED(st)) {
-        const char *abbrev = sigabbrev_np(WTERMSIG(st));
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "%s: the command was killed by signal %d (SIG%s)", s->name, WTERMSIG(st),
-                    abbrev ? abbrev : "?");
+    g_autofree char *failure = exec_status_text(e->status);
+    if (failure) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s", s->name, failure);
         return false;
     }
     return true;

@@ -284,6 +284,16 @@ static void test_exec_status(void)
     g_assert_false(transport_stream_finish(s, &error));
     g_assert_cmpstr(error->message, ==, "exec:printf x; exit 3: the command exited with status 3");
     vstream_free(s);
+
+    /* A reader that hits EOF learns why the command stopped. */
+    g_clear_error(&error);
+    s = transport_exec_read("printf x; exit 4", &error);
+    g_assert_no_error(error);
+    char two[2];
+    g_assert_false(vstream_read_all(s, two, 2, NULL, &error));
+    g_assert_cmpstr(error->message, ==, "exec:printf x; exit 4: unexpected end of stream after "
+                                        "1 bytes: the command exited with status 4");
+    vstream_free(s);
 }
 
 static void test_exec_signal(void)
