@@ -170,7 +170,7 @@ def test_steady_1_and_2_vcpus(workdir, vms):
         check_advanced(start[n], end, n, what)
         # Loose rates: heartbeats are 1/s of vCPU-0 ticks; the host is shared.
         beats = end["heartbeats"] - start[n]["heartbeats"]
-        check(beats >= elapsed * 0.4, "%s: only %d heartbeats" % (what, beats))
+        check(beats >= elapsed * 0.2, "%s: only %d heartbeats" % (what, beats))
         if n == 2:
             check(end["pongs"] - start[n]["pongs"] >= elapsed * 5,
                   "%s: only %d ping-pongs" % (what, end["pongs"] - start[n]["pongs"]))
@@ -264,6 +264,9 @@ NEGATIVE = [
     ("kvmclock", {6, 8}, 10),
     ("cpu.xsave", {10, 11, 12}, 10),
     ("serial", {15}, 10),
+    # Not required by the table's "sections", but cheap: single MSRs of one vCPU.
+    ("cpu0.kvmclock_msr", {9}, 10),
+    ("cpu1.tsc_deadline", {1}, 10),  # only when vCPU 1 runs in TSC-deadline mode
 ]
 
 
@@ -301,12 +304,13 @@ def test_lost_state(workdir, vms):
     path = os.path.join(workdir, "vm.snap")
     src.save("file:" + path, timeout=120)
     check_silent(src, "source")
+    deadline_mode = read_status(src, 2)["cpus"][1]["timer_mode"] == 2
     src.kill()
     vms.remove(src)
 
     control = restore_skipping(vms, workdir, path, None, "full", mode="copy")
     results = []
-    pending = list(NEGATIVE)
+    pending = [n for n in NEGATIVE if deadline_mode or "tsc_deadline" not in n[0]]
     running = []
     t_all = time.monotonic()
     while pending or running:
