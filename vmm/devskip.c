@@ -11,8 +11,8 @@ static const char *const sections[] = {
 
 /* The parts of a "cpu" section that dev_cpu.c can leave out one by one. */
 static const char *const cpu_parts[] = {
-    "sregs", "regs",  "xsave",       "lapic",        "msrs",     "tsc",
-    "tsc_deadline", "kvmclock_msr", "mp_state", "events", "debugregs", NULL,
+    "sregs", "regs", "xsave", "lapic", "msrs", "tsc", "tsc_deadline", "kvmclock_msr",
+    "mp_state", "events", "debugregs", NULL,
 };
 
 #define ANY (-1)
