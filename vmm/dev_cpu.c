@@ -616,24 +616,27 @@ static const char *msr_part(uint32_t index)
     }
 }
 
-/* KVM_SET_MSRS of entries[from..from+n); names the refused one. */
-static bool set_msrs(Vcpu *v, const struct kvm_msr_entry *entries, unsigned n, GError **error)
+/* KVM_SET_MSRS of the saved entries at positions pos[0..n); an error names the refused
+ * one by its position in the section ("msrs[K]"). */
+static bool set_msrs(Vcpu *v, const struct kvm_msrs *saved, const unsigned *pos, unsigned n,
+                     GError **error)
 {
     if (n == 0)
         return true;
     g_autofree struct kvm_msrs *msrs =
         g_malloc0(sizeof(struct kvm_msrs) + n * sizeof(struct kvm_msr_entry));
     msrs->nmsrs = n;
-    memcpy(msrs->entries, entries, n * sizeof(struct kvm_msr_entry));
+    for (unsigned k = 0; k < n; k++)
+        msrs->entries[k] = saved->entries[pos[k]];
     int set = ioctl(v->fd, KVM_SET_MSRS, msrs);
     if (set < 0)
         return devstate_ioctl_error(error, errno, "KVM_SET_MSRS", "cpu", v->index);
     if ((unsigned)set < n) {
         const struct kvm_msr_entry *e = &msrs->entries[set];
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                    "section 'cpu' instance %u: KVM refused MSR 0x%x = 0x%" G_GINT64_MODIFIER
-                    "x (%d of %u MSRs set)",
-                    v->index, e->index, (uint64_t)e->data, set, n);
+                    "section 'cpu' instance %u: field 'msrs[%u]': KVM refused MSR 0x%x = "
+                    "0x%" G_GINT64_MODIFIER "x (%d of %u MSRs set)",
+                    v->index, pos[set], e->index, (uint64_t)e->data, set, n);
         return false;
     }
     return true;
@@ -684,25 +687,22 @@ static bool apply_state(DevState *ds, Vcpu *v, CpuState *s, GError **error)
     if (!SKIP("lapic") && !vcpu_set(v, KVM_SET_LAPIC, &s->lapic, "KVM_SET_LAPIC", error))
         return false;
 
-    /* The MSRs to write now, and the deadline to write last. */
+    /* The MSRs to write now, and the deadline to write last (positions in s->msrs). */
     bool skip_msrs = SKIP("msrs");
-    g_autofree struct kvm_msr_entry *now = g_new0(struct kvm_msr_entry, MAX(s->msrs->nmsrs, 1u));
-    unsigned n_now = 0;
-    struct kvm_msr_entry deadline = { 0 };
-    bool have_deadline = false;
+    g_autofree unsigned *now = g_new0(unsigned, MAX(s->msrs->nmsrs, 1u));
+    unsigned n_now = 0, deadline = 0, n_deadline = 0;
     for (unsigned k = 0; k < s->msrs->nmsrs && !skip_msrs; k++) {
-        const struct kvm_msr_entry *e = &s->msrs->entries[k];
-        const char *part = msr_part(e->index);
+        const char *part = msr_part(s->msrs->entries[k].index);
         if (part && SKIP(part))
             continue;
-        if (e->index == MSR_IA32_TSC_DEADLINE) {
-            deadline = *e;
-            have_deadline = true;
+        if (s->msrs->entries[k].index == MSR_IA32_TSC_DEADLINE) {
+            deadline = k;
+            n_deadline = 1;
         } else {
-            now[n_now++] = *e;
+            now[n_now++] = k;
         }
     }
-    if (!set_msrs(v, now, n_now, error))
+    if (!set_msrs(v, s->msrs, now, n_now, error))
         return false;
 
     if (!SKIP("mp_state") && !vcpu_set(v, KVM_SET_MP_STATE, &s->mp, "KVM_SET_MP_STATE", error))
@@ -714,7 +714,7 @@ static bool apply_state(DevState *ds, Vcpu *v, CpuState *s, GError **error)
     if (!SKIP("debugregs") &&
         !vcpu_set(v, KVM_SET_DEBUGREGS, &s->debugregs, "KVM_SET_DEBUGREGS", error))
         return false;
-    return !have_deadline || set_msrs(v, &deadline, 1, error);
+    return set_msrs(v, s->msrs, &deadline, n_deadline, error);
 #undef SKIP
 }
 
