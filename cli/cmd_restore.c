@@ -1,5 +1,6 @@
 /* vmsnap restore: start a VM from a snapshot, with no VM arguments needed. */
 #include "cli.h"
+#include "devskip.h"
 #include "migration.h"
 #include "vmstate.h"
 
@@ -26,8 +27,7 @@ bool cli_parse_restore_mode(const char *text, RestoreMode *mode, GError **error)
 
 /* A stream (exec:CMD, or - for stdin): the VM's configuration is in its first
  * record, so the machine is created once that record has arrived. */
-static int restore_stream(const char *uri, const IncomingOptions *opt, char *serial, char *qmp,
-                          bool paused)
+static int restore_stream(const char *uri, char **skip, char *serial, char *qmp, bool paused)
 {
     g_autoptr(GError) error = NULL;
     VStream *s = !strcmp(uri, "-") ? transport_stream_from_fd(dup(STDIN_FILENO), "stdin")
@@ -56,7 +56,7 @@ static int restore_stream(const char *uri, const IncomingOptions *opt, char *ser
     cfg.qmp = qmp;
     cfg.paused = paused;
     cfg.incoming = true;
-    cfg.skip_devices = g_strdupv((char **)opt->skip);
+    cfg.skip_devices = g_strdupv(skip);
     Machine *m = machine_new(&cfg, &error);
     machine_config_clear(&cfg);
     if (!m) {
@@ -92,7 +92,8 @@ int cli_restore(int argc, char **argv)
         { "paused", 'S', 0, G_OPTION_ARG_NONE, &paused,
           "Leave the restored VM paused (QMP 'cont' resumes it)", NULL },
         { "x-skip-device-load", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING_ARRAY, &skip,
-          "Test only: do not load this device's section", "NAME" },
+          "Test only: do not load this device state on --incoming/restore: SECTION[N][.PART], "
+          "repeatable or comma-separated (docs/CLI.md)", "SPEC" },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("URI - start a VM from a snapshot");
@@ -114,14 +115,19 @@ int cli_restore(int argc, char **argv)
         fprintf(stderr, "vmsnap restore: expected one snapshot URI (see --help)\n");
         return CLI_EXIT_USAGE;
     }
-    IncomingOptions opt = { .verify = verify, .skip = (const char *const *)skip };
+    g_autoptr(DevSkip) check = devskip_parse((const char *const *)skip, &error);
+    if (!check) {
+        fprintf(stderr, "vmsnap restore: --x-skip-device-load: %s\n", error->message);
+        return CLI_EXIT_USAGE;
+    }
+    IncomingOptions opt = { .verify = verify };
     if (!cli_parse_restore_mode(mode_text, &opt.mode, &error)) {
         fprintf(stderr, "vmsnap restore: %s\n", error->message);
         return CLI_EXIT_USAGE;
     }
 
     if (g_str_has_prefix(args[1], "exec:") || !strcmp(args[1], "-"))
-        return restore_stream(args[1], &opt, g_steal_pointer(&serial), g_steal_pointer(&qmp),
+        return restore_stream(args[1], skip, g_steal_pointer(&serial), g_steal_pointer(&qmp),
                               paused);
     g_autoptr(VmsnapSnapshot) snap =
         migration_open_snapshot(NULL, args[1], migration_open_flags(&opt), &error);
@@ -141,6 +147,7 @@ int cli_restore(int argc, char **argv)
     cfg.qmp = g_steal_pointer(&qmp);
     cfg.paused = paused;
     cfg.incoming = true;
+    cfg.skip_devices = g_strdupv(skip);
     if (cfg.qmp && (!g_str_has_prefix(cfg.qmp, "unix:") || !cfg.qmp[5])) {
         fprintf(stderr, "vmsnap restore: --qmp: '%s' is not unix:PATH\n", cfg.qmp);
         machine_config_clear(&cfg);

@@ -1,5 +1,6 @@
 /* vmsnap run: boot a VM. */
 #include "cli.h"
+#include "devskip.h"
 #include "parse.h"
 
 #include <stdio.h>
@@ -39,7 +40,8 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
           "With --incoming: check every page checksum before the guest runs", NULL },
         { "x-skip-device-load", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING_ARRAY,
-          &cfg->skip_devices, "Test only: do not load this device's section", "NAME" },
+          &cfg->skip_devices, "Test only: do not load this device state on --incoming/restore: SECTION[N][.PART], "
+          "repeatable or comma-separated (docs/CLI.md)", "SPEC" },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- boot a VM");
@@ -98,6 +100,13 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "--qmp: '%s' is not unix:PATH", cfg->qmp);
         return false;
+    }
+    if (cfg->skip_devices) {
+        g_autoptr(DevSkip) check = devskip_parse((const char *const *)cfg->skip_devices, error);
+        if (!check) {
+            g_prefix_error(error, "--x-skip-device-load: ");
+            return false;
+        }
     }
     cfg->paused = paused;
     cfg->verify = verify;

@@ -47,6 +47,8 @@ static bool clock_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, ui
                        CLOCK_FLAGS_KNOWN);
     if (vmsnap_fr_failed(r))
         return false;
+    if (devstate_skipped(ds, "kvmclock", instance, NULL))
+        return true;
 
     struct kvm_clock_data data;
     memset(&data, 0, sizeof(data));

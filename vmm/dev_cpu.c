@@ -595,53 +595,127 @@ static bool vcpu_set(Vcpu *v, unsigned long req, void *arg, const char *what, GE
     return true;
 }
 
+/* MSRs that a test can leave out on their own (--x-skip-device-load cpuN.PART). */
+#define MSR_IA32_TSC                0x10u
+#define MSR_IA32_TSC_DEADLINE       0x6e0u
+#define MSR_KVM_SYSTEM_TIME         0x12u
+#define MSR_KVM_SYSTEM_TIME_NEW     0x4b564d01u
+
+static const char *msr_part(uint32_t index)
+{
+    switch (index) {
+    case MSR_IA32_TSC:
+        return "tsc";
+    case MSR_IA32_TSC_DEADLINE:
+        return "tsc_deadline";
+    case MSR_KVM_SYSTEM_TIME:
+    case MSR_KVM_SYSTEM_TIME_NEW:
+        return "kvmclock_msr";
+    default:
+        return NULL;
+    }
+}
+
+/* KVM_SET_MSRS of the saved entries at positions pos[0..n); an error names the refused
+ * one by its position in the section ("msrs[K]"). */
+static bool set_msrs(Vcpu *v, const struct kvm_msrs *saved, const unsigned *pos, unsigned n,
+                     GError **error)
+{
+    if (n == 0)
+        return true;
+    g_autofree struct kvm_msrs *msrs =
+        g_malloc0(sizeof(struct kvm_msrs) + n * sizeof(struct kvm_msr_entry));
+    msrs->nmsrs = n;
+    for (unsigned k = 0; k < n; k++)
+        msrs->entries[k] = saved->entries[pos[k]];
+    int set = ioctl(v->fd, KVM_SET_MSRS, msrs);
+    if (set < 0)
+        return devstate_ioctl_error(error, errno, "KVM_SET_MSRS", "cpu", v->index);
+    if ((unsigned)set < n) {
+        const struct kvm_msr_entry *e = &msrs->entries[set];
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "section 'cpu' instance %u: field 'msrs[%u]': KVM refused MSR 0x%x = "
+                    "0x%" G_GINT64_MODIFIER "x (%d of %u MSRs set)",
+                    v->index, pos[set], e->index, (uint64_t)e->data, set, n);
+        return false;
+    }
+    return true;
+}
+
 /*
  * The order, and why (KVM's Documentation/virt/kvm/api.rst, and what QEMU's
- * kvm_arch_put_registers() and Firecracker's restore_state() learned):
+ * kvm_arch_put_registers()/kvm_put_tscdeadline_msr() and Firecracker's restore_state()
+ * learned):
  *  1. sregs: sets EFER and the APIC base MSR (xAPIC/x2APIC mode decides how
  *     KVM_SET_LAPIC reads the APIC ID), and must precede the MSRs; it may also
  *     change the MP state (the reset-vector special case), so MP state comes later.
  *  2. regs: KVM_SET_REGS drops a pending exception, so it precedes the events.
  *  3. XSAVE, then XCRs: both are checked against the CPUID set at vCPU creation.
- *  4. LAPIC: after sregs (APIC base), before the MSRs, because KVM ignores a
- *     TSC-deadline write unless the LVT timer is in TSC-deadline mode.
- *  5. MSRs, in KVM's list order, where IA32_TSC (0x10) precedes TSC_DEADLINE (0x6e0):
- *     the deadline is a guest TSC value. A host write of IA32_TSC goes through KVM's
- *     TSC synchronisation, which keeps vCPUs written within a second in step.
+ *  4. LAPIC: after sregs (APIC base), before the MSRs and the events.
+ *  5. MSRs except IA32_TSC_DEADLINE, in KVM's list order, where IA32_TSC (0x10) comes
+ *     early. A host write of IA32_TSC goes through KVM's TSC synchronisation, which
+ *     keeps vCPUs written within a second in step.
  *  6. MP state: after sregs (see 1) and the LAPIC.
  *  7. vCPU events: after regs (see 2), after sregs (whose interrupt_bitmap queues
  *     an interrupt that the events then state exactly) and after the LAPIC, whose
- *     restore must not clear an INIT the events latch.
- *  8. debug registers, last, as QEMU does (nothing else depends on them).
+ *     restore must not clear an INIT the events latch. The NMI-pending and SIPI-vector
+ *     fields are only applied with their VALID flags, which KVM_GET_VCPU_EVENTS does
+ *     not set: set them, as QEMU does, or a pending NMI is lost.
+ *  8. debug registers (nothing depends on them).
+ *  9. IA32_TSC_DEADLINE, last: KVM ignores (and keeps 0 for) a deadline written while
+ *     the LVT timer is not in TSC-deadline mode, so it needs the LAPIC (4), and it is a
+ *     guest TSC value, so it needs IA32_TSC (5). Nothing after it may touch the timer.
  * The kvmclock and the irqchip are VM-wide and restored after every vCPU
  * (devstate.c).
+ *
+ * A test can leave out any of these (devstate_skipped(), --x-skip-device-load).
  */
-static bool apply_state(Vcpu *v, CpuState *s, GError **error)
+static bool apply_state(DevState *ds, Vcpu *v, CpuState *s, GError **error)
 {
-    if (!vcpu_set(v, KVM_SET_SREGS, &s->sregs, "KVM_SET_SREGS", error) ||
-        !vcpu_set(v, KVM_SET_REGS, &s->regs, "KVM_SET_REGS", error) ||
-        !vcpu_set(v, KVM_SET_XSAVE, s->xsave, "KVM_SET_XSAVE", error))
+    unsigned i = v->index;
+#define SKIP(part) devstate_skipped(ds, "cpu", i, part)
+    if (!SKIP("sregs") && !vcpu_set(v, KVM_SET_SREGS, &s->sregs, "KVM_SET_SREGS", error))
         return false;
-    if (s->xcrs.nr_xcrs > 0 && !vcpu_set(v, KVM_SET_XCRS, &s->xcrs, "KVM_SET_XCRS", error))
+    if (!SKIP("regs") && !vcpu_set(v, KVM_SET_REGS, &s->regs, "KVM_SET_REGS", error))
         return false;
-    if (!vcpu_set(v, KVM_SET_LAPIC, &s->lapic, "KVM_SET_LAPIC", error))
-        return false;
-
-    int set = ioctl(v->fd, KVM_SET_MSRS, s->msrs);
-    if (set < 0)
-        return devstate_ioctl_error(error, errno, "KVM_SET_MSRS", "cpu", v->index);
-    if ((unsigned)set < s->msrs->nmsrs) {
-        const struct kvm_msr_entry *e = &s->msrs->entries[set];
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                    "section 'cpu' instance %u: field 'msrs[%d]': KVM refused MSR 0x%x = "
-                    "0x%" G_GINT64_MODIFIER "x (%d of %u MSRs set)",
-                    v->index, set, e->index, (uint64_t)e->data, set, s->msrs->nmsrs);
-        return false;
+    if (!SKIP("xsave")) {
+        if (!vcpu_set(v, KVM_SET_XSAVE, s->xsave, "KVM_SET_XSAVE", error))
+            return false;
+        if (s->xcrs.nr_xcrs > 0 && !vcpu_set(v, KVM_SET_XCRS, &s->xcrs, "KVM_SET_XCRS", error))
+            return false;
     }
+    if (!SKIP("lapic") && !vcpu_set(v, KVM_SET_LAPIC, &s->lapic, "KVM_SET_LAPIC", error))
+        return false;
 
-    return vcpu_set(v, KVM_SET_MP_STATE, &s->mp, "KVM_SET_MP_STATE", error) &&
-           vcpu_set(v, KVM_SET_VCPU_EVENTS, &s->events, "KVM_SET_VCPU_EVENTS", error) &&
-           vcpu_set(v, KVM_SET_DEBUGREGS, &s->debugregs, "KVM_SET_DEBUGREGS", error);
+    /* The MSRs to write now, and the deadline to write last (positions in s->msrs). */
+    bool skip_msrs = SKIP("msrs");
+    g_autofree unsigned *now = g_new0(unsigned, MAX(s->msrs->nmsrs, 1u));
+    unsigned n_now = 0, deadline = 0, n_deadline = 0;
+    for (unsigned k = 0; k < s->msrs->nmsrs && !skip_msrs; k++) {
+        const char *part = msr_part(s->msrs->entries[k].index);
+        if (part && SKIP(part))
+            continue;
+        if (s->msrs->entries[k].index == MSR_IA32_TSC_DEADLINE) {
+            deadline = k;
+            n_deadline = 1;
+        } else {
+            now[n_now++] = k;
+        }
+    }
+    if (!set_msrs(v, s->msrs, now, n_now, error))
+        return false;
+
+    if (!SKIP("mp_state") && !vcpu_set(v, KVM_SET_MP_STATE, &s->mp, "KVM_SET_MP_STATE", error))
+        return false;
+    s->events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+    if (!SKIP("events") &&
+        !vcpu_set(v, KVM_SET_VCPU_EVENTS, &s->events, "KVM_SET_VCPU_EVENTS", error))
+        return false;
+    if (!SKIP("debugregs") &&
+        !vcpu_set(v, KVM_SET_DEBUGREGS, &s->debugregs, "KVM_SET_DEBUGREGS", error))
+        return false;
+    return set_msrs(v, s->msrs, &deadline, n_deadline, error);
+#undef SKIP
 }
 
 static bool cpu_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint32_t version,
@@ -653,7 +727,7 @@ static bool cpu_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint
 
     if (!read_state(r, caps, instance, vm->n_vcpus, s))
         return false;
-    return apply_state(&vm->vcpus[instance], s, error);
+    return apply_state(ds, &vm->vcpus[instance], s, error);
 }
 
 const DevType devtype_cpu = {

@@ -99,6 +99,8 @@ static bool pic_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint
     }
     if (vmsnap_fr_failed(r))
         return false;
+    if (devstate_skipped(ds, "pic", instance, NULL))
+        return true;
     return set_chip(ds, "pic", instance, &chip, error);
 }
 
@@ -208,6 +210,8 @@ static bool ioapic_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, u
         vmsnap_fr_fail(r, "%u entries, the IOAPIC has %u pins", n, KVM_IOAPIC_NUM_PINS);
     if (vmsnap_fr_failed(r))
         return false;
+    if (devstate_skipped(ds, "ioapic", instance, NULL))
+        return true;
     return set_chip(ds, "ioapic", instance, &chip, error);
 }
 

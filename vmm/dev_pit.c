@@ -94,6 +94,8 @@ static bool pit_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint
                        PIT_FLAGS_KNOWN);
     if (vmsnap_fr_failed(r))
         return false;
+    if (devstate_skipped(ds, "pit", instance, NULL))
+        return true;
 
     if (ioctl(devstate_vm(ds)->vm_fd, KVM_SET_PIT2, &ps) < 0)
         return devstate_ioctl_error(error, errno, "KVM_SET_PIT2", "pit", instance);

@@ -68,6 +68,8 @@ static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, u
     devstate_rd_u8_max(r, "irq_level", 1, &level);
     if (vmsnap_fr_failed(r))
         return false;
+    if (devstate_skipped(ds, "serial", instance, NULL))
+        return true;
 
     g_mutex_lock(&u->lock);
     u->r = regs;

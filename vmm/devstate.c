@@ -28,6 +28,7 @@ struct DevState {
     unsigned n;
     VmsnapDevice *devices;
     DevInstance *instances;
+    DevSkip *skip;
 };
 
 unsigned devstate_n_types(void)
@@ -63,6 +64,21 @@ Vm *devstate_vm(const DevState *ds)
 Uart *devstate_uart(const DevState *ds)
 {
     return ds->uart;
+}
+
+void devstate_set_skip(DevState *ds, DevSkip *skip)
+{
+    devskip_free(ds->skip);
+    ds->skip = skip;
+}
+
+bool devstate_skipped(const DevState *ds, const char *section, unsigned instance,
+                      const char *part)
+{
+    if (!ds->skip)
+        return false;
+    return part ? devskip_part(ds->skip, section, instance, part)
+                : devskip_section(ds->skip, section, instance);
 }
 
 void *devstate_type_data(const DevState *ds, const DevType *type)
@@ -219,6 +235,7 @@ void devstate_free(DevState *ds)
             registry[i]->fini(ds->type_data[i]);
     g_free(ds->devices);
     g_free(ds->instances);
+    devskip_free(ds->skip);
     g_free(ds);
 }
 

@@ -9,6 +9,7 @@
  */
 #pragma once
 
+#include "devskip.h"
 #include "uart.h"
 #include "vm.h"
 
@@ -41,6 +42,10 @@ const VmsnapDevice *devstate_find(const DevState *ds, const char *name, uint32_t
 
 /* NULL is fine. */
 void devstate_free(DevState *ds);
+
+/* Test-only (--x-skip-device-load): from now on, loads validate but do not apply the
+ * state `skip` selects. Takes ownership of `skip` (NULL = load everything). */
+void devstate_set_skip(DevState *ds, DevSkip *skip);
 
 /*
  * The load protocol of these handlers. VmsnapDevice.load() records validation errors
@@ -98,6 +103,11 @@ extern const DevType devtype_serial;
 
 Vm *devstate_vm(const DevState *ds);
 Uart *devstate_uart(const DevState *ds);
+/* True when the state `part` (NULL: the whole section) of (section, instance) must not
+ * be applied (devstate_set_skip()). A load still reads and validates every field. */
+bool devstate_skipped(const DevState *ds, const char *section, unsigned instance,
+                      const char *part);
+
 /* The data `type`'s init() produced. */
 void *devstate_type_data(const DevState *ds, const DevType *type);
 

@@ -188,6 +188,17 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
     m->devstate = devstate_new(m->vm, &m->uart, error);
     if (!m->devstate)
         goto fail;
+    if (cfg->skip_devices && cfg->skip_devices[0]) {
+        /* Test-only: device state every incoming kind (file, streams) leaves out. */
+        DevSkip *skip = devskip_parse((const char *const *)cfg->skip_devices, error);
+        if (!skip) {
+            g_prefix_error(error, "--x-skip-device-load: ");
+            goto fail;
+        }
+        g_autofree char *what = devskip_describe(skip);
+        fprintf(stderr, "vmsnap: test only: incoming device state not loaded: %s\n", what);
+        devstate_set_skip(m->devstate, skip);
+    }
     if (!cfg->incoming && !load_kernel(m, error))
         goto fail;
     if (!open_qmp(m, error))

@@ -12,7 +12,6 @@ typedef enum {
 typedef struct IncomingOptions {
     RestoreMode mode;
     bool verify;                  /* check every page checksum before running (map) */
-    const char *const *skip;      /* test-only: device sections not to load */
 } IncomingOptions;
 
 /* Registers migrate, migrate_cancel, query-migrate, migrate-set-*, query-migrate-*,

@@ -120,7 +120,7 @@ bool migration_incoming_snapshot(Machine *m, VmsnapSnapshot *s, const IncomingOp
     }
     unsigned n_dev;
     const VmsnapDevice *devs = devstate_devices(m->devstate, &n_dev);
-    if (!vmsnap_snapshot_load_devices(s, devs, n_dev, opt->skip, error))
+    if (!vmsnap_snapshot_load_devices(s, devs, n_dev, NULL, error))
         return false;
     if (m->cfg.paused) {
         machine_set_state(m, RUN_STATE_PAUSED);
@@ -230,7 +230,7 @@ static gboolean incoming_finished(gpointer data)
                                               rx[i].fields };
         const VmsnapDevice *devs = devstate_devices(m->devstate, &n_dev);
         if (!vmsnap_load_device_sections(migrate_uri_kind_name(in->uri.kind), secs, n_rx, devs,
-                                         n_dev, (const char *const *)m->cfg.skip_devices,
+                                         n_dev, NULL,
                                          &in->error))
             g_prefix_error(&in->error, "incoming stream: ");
     }
@@ -294,7 +294,6 @@ bool migration_incoming_start(Machine *m, const char *text, GError **error)
     IncomingOptions opt = {
         .mode = m->cfg.restore_mode_copy ? RESTORE_MODE_COPY : RESTORE_MODE_MAP,
         .verify = m->cfg.verify,
-        .skip = (const char *const *)m->cfg.skip_devices,
     };
     if (uri.kind == MIGRATE_URI_FILE) {
         migrate_uri_clear(&uri);

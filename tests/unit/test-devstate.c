@@ -9,6 +9,7 @@
 #include "multiboot.h"
 
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 /* ---- A small VM: RAM, vCPUs, COM1 and the device handlers ---- */
@@ -656,6 +657,69 @@ static void test_out_of_range(void)
     assert_names(msg4, "serial", "rx_head");
 }
 
+/* ---- --x-skip-device-load: validated, not applied ---- */
+
+static struct kvm_mp_state get_mp(TestVm *t, unsigned cpu)
+{
+    struct kvm_mp_state mp = { 0 };
+    g_assert_cmpint(ioctl(t->vm->vcpus[cpu].fd, KVM_GET_MP_STATE, &mp), ==, 0);
+    return mp;
+}
+
+static struct kvm_regs get_regs(TestVm *t, unsigned cpu)
+{
+    struct kvm_regs regs;
+    memset(&regs, 0, sizeof(regs));
+    g_assert_cmpint(ioctl(t->vm->vcpus[cpu].fd, KVM_GET_REGS, &regs), ==, 0);
+    return regs;
+}
+
+static void test_skip(void)
+{
+    if (!have_kvm())
+        return;
+    g_autoptr(TestVm) src = tvm_new(2, false);
+    g_autoptr(TestVm) dst = tvm_new(2, false);
+    /* The source's AP runs (the destination's waits for SIPI) and has another rip. */
+    struct kvm_mp_state runnable = { .mp_state = KVM_MP_STATE_RUNNABLE };
+    g_assert_cmpint(ioctl(src->vm->vcpus[1].fd, KVM_SET_MP_STATE, &runnable), ==, 0);
+    struct kvm_regs regs = get_regs(src, 1);
+    regs.rip = 0x1234;
+    g_assert_cmpint(ioctl(src->vm->vcpus[1].fd, KVM_SET_REGS, &regs), ==, 0);
+    g_assert_cmpuint(get_mp(dst, 1).mp_state, ==, KVM_MP_STATE_UNINITIALIZED);
+    g_autoptr(GBytes) cpu1 = save_dev(find_dev(src, "cpu", 1));
+    g_autoptr(GBytes) ioapic = save_dev(find_dev(src, "ioapic", 0));
+
+    const char *const specs[] = { "cpu1.mp_state", "ioapic", NULL };
+    g_autoptr(GError) error = NULL;
+    DevSkip *skip = devskip_parse(specs, &error);
+    g_assert_no_error(error);
+    devstate_set_skip(dst->ds, skip);
+    g_assert_true(devstate_skipped(dst->ds, "cpu", 1, "mp_state"));
+    g_assert_false(devstate_skipped(dst->ds, "cpu", 0, "mp_state"));
+    g_assert_false(devstate_skipped(dst->ds, "cpu", 1, "regs"));
+    g_assert_true(devstate_skipped(dst->ds, "ioapic", 0, NULL));
+    g_assert_false(devstate_skipped(dst->ds, "pit", 0, NULL));
+
+    /* Loads succeed (every field consumed); the skipped part is left as it was. */
+    load_ok(find_dev(dst, "cpu", 1), cpu1);
+    load_ok(find_dev(dst, "ioapic", 0), ioapic);
+    g_assert_cmpuint(get_mp(dst, 1).mp_state, ==, KVM_MP_STATE_UNINITIALIZED);
+    g_assert_cmpuint(get_regs(dst, 1).rip, ==, 0x1234);
+
+    /* Validation still runs on a skipped section. */
+    g_autoptr(GByteArray) bad = copy_payload(cpu1);
+    size_t at = find_field(bad, 0, K_U32, "mp_state");
+    put_le(bad->data + at + 2 + 8, 77, 4);
+    g_autofree char *msg = load_fails(find_dev(dst, "cpu", 1), bad->data, bad->len, 1);
+    g_assert_nonnull(strstr(msg, "77 is not an x86 MP state"));
+
+    /* Without the skip, the MP state is applied. */
+    devstate_set_skip(dst->ds, NULL);
+    load_ok(find_dev(dst, "cpu", 1), cpu1);
+    g_assert_cmpuint(get_mp(dst, 1).mp_state, ==, KVM_MP_STATE_RUNNABLE);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -669,5 +733,6 @@ int main(int argc, char **argv)
     g_test_add_func("/devstate/bad/vcpu-instance", test_vcpu_instance);
     g_test_add_func("/devstate/bad/version", test_version);
     g_test_add_func("/devstate/bad/out-of-range", test_out_of_range);
+    g_test_add_func("/devstate/skip", test_skip);
     return g_test_run();
 }

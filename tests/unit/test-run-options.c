@@ -1,6 +1,8 @@
 /* `vmsnap run` option parsing into a machine configuration. */
 #include "cli.h"
 
+#include <string.h>
+
 static bool parse(MachineConfig *cfg, GError **error, ...)
 {
     GPtrArray *args = g_ptr_array_new();
@@ -97,6 +99,26 @@ static void test_errors(void)
     expect_error("unexpected argument 'stray'", "stray", NULL);
 }
 
+static void test_skip_device_load(void)
+{
+    MachineConfig cfg;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(parse(&cfg, &error, "--incoming", "unix:/tmp/m", "--x-skip-device-load",
+                        "cpu1.mp_state,pit", "--x-skip-device-load", "serial", NULL));
+    g_assert_no_error(error);
+    g_assert_cmpuint(g_strv_length(cfg.skip_devices), ==, 2);
+    g_assert_cmpstr(cfg.skip_devices[0], ==, "cpu1.mp_state,pit");
+    g_assert_cmpstr(cfg.skip_devices[1], ==, "serial");
+    machine_config_clear(&cfg);
+
+    g_assert_false(parse(&cfg, &error, "--x-skip-device-load", "pit,cpu.apic", NULL));
+    g_assert_nonnull(error);
+    g_assert_nonnull(strstr(error->message, "--x-skip-device-load: 'cpu.apic'"));
+    g_assert_nonnull(strstr(error->message, "unknown cpu part 'apic'"));
+    g_assert_nonnull(strstr(error->message, "cpu, pic, ioapic, pit, kvmclock, serial"));
+    machine_config_clear(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -104,5 +126,6 @@ int main(int argc, char **argv)
     g_test_add_func("/run-options/all", test_all_options);
     g_test_add_func("/run-options/bare-memory-is-mib", test_memory_bare_number_is_mib);
     g_test_add_func("/run-options/errors", test_errors);
+    g_test_add_func("/run-options/skip-device-load", test_skip_device_load);
     return g_test_run();
 }
