@@ -153,6 +153,11 @@ int cli_run(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
+    if (!machine_listen_qmp(m, &error)) {
+        fprintf(stderr, "vmsnap run: %s\n", error->message);
+        machine_free(m);
+        return CLI_EXIT_USAGE;
+    }
     int code = machine_run(m);
     machine_free(m);
     return code;

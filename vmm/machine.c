@@ -157,10 +157,20 @@ static bool open_qmp(Machine *m, GError **error)
                             VMSNAP_VERSION_MICRO);
     machine_register_qmp(m);
     migration_register_qmp(m);
+    /* With --incoming URI the socket appears once the incoming side listens
+     * (machine_listen_qmp): a client that sees it can start the source at once. */
+    return m->cfg.incoming_uri || machine_listen_qmp(m, error);
+}
+
+bool machine_listen_qmp(Machine *m, GError **error)
+{
+    if (!m->qmp || m->qmp_listening)
+        return true;
     if (!qmp_server_listen_unix(m->qmp, m->cfg.qmp + 5, error)) {
         g_prefix_error(error, "--qmp: ");
         return false;
     }
+    m->qmp_listening = true;
     return true;
 }
 

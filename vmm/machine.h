@@ -49,6 +49,7 @@ typedef struct Machine {
     Chardev serial;
     Uart uart;
     QmpServer *qmp;
+    bool qmp_listening;  /* the --qmp socket exists (machine_listen_qmp) */
     GMainLoop *loop;
     RunState state;
     int exit_code;
@@ -67,6 +68,10 @@ Machine *machine_new(const MachineConfig *cfg, GError **error);
 int machine_run(Machine *m);
 
 void machine_free(Machine *m);
+
+/* Starts listening on the --qmp socket; machine_new() does it unless the config has
+ * an incoming URI, whose caller starts the incoming side first. Idempotent. */
+bool machine_listen_qmp(Machine *m, GError **error);
 
 /* Queues fn(data) on the main loop, from any thread. Never runs it in the caller,
  * unlike g_main_context_invoke() when the loop is not running yet: a worker thread
