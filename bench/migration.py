@@ -135,6 +135,8 @@ def main():
                     help="paced: seconds the source runs after 'A' before migrating")
     ap.add_argument("--check-secs", type=float, default=5.0,
                     help="paced: seconds the destination must run without E (or until B)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="print each run's event timeline and query-migrate")
     ap.add_argument("--vmms", default="vmsnap,qemu")
     ap.add_argument("--quick", action="store_true", help="1 run, 150M only (smoke test)")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
@@ -193,6 +195,9 @@ def main():
                               "%.0f MiB, %d passes" % (label, kind, i + 1, r["total"],
                                                         r["downtime"], r["visible"], r["mib"],
                                                         r["passes"]), flush=True)
+                        if a.verbose:
+                            print("    source events: " + "; ".join(r["timeline"]))
+                            print("    query-migrate: %s" % r["info"])
                     gbps = [r["mib"] * (1 << 20) / (r["total"] / 1000) / 1e9
                             for r in res if r["total"]]
                     rows.append([label, kind, fmt([r["total"] for r in res]),

@@ -170,17 +170,22 @@ def migrate(src, dst, uri, params, timeout):
     set_migration(src, params)
     dst.qmp  # connect now, so the RESUME event is queued
     src.qmp.events.clear()
+    t0 = time.time()
     src.qmp.cmd("migrate", {"uri": uri})
     info = wait_migration(src, timeout)
     if info is None:
         return None
     stop = src.qmp.wait_event("STOP", timeout=30)
     resume = dst.qmp.wait_event("RESUME", timeout=60)
+    timeline = ["%+.1f ms %s %s" % ((ev_time(e) - t0) * 1000, e["event"], e.get("data", ""))
+                for e in sorted(src.qmp.events + [stop], key=ev_time)]
+    timeline.append("%+.1f ms dst RESUME" % ((ev_time(resume) - t0) * 1000))
     ram = info.get("ram", {})
     return {"total": info.get("total-time", 0), "downtime": info.get("downtime", 0),
             "visible": (ev_time(resume) - ev_time(stop)) * 1000,
             "mib": ram.get("transferred", 0) / (1 << 20),
-            "passes": ram.get("dirty-sync-count", 0), "info": info}
+            "passes": ram.get("dirty-sync-count", 0), "info": info,
+            "timeline": timeline}
 
 
 def loopback_gbps(workdir, total=4 << 30, buf=4 << 20):
