@@ -45,15 +45,17 @@ def guest_text(vm):
     return re.sub(r"<(.)>", "", vm.serial(), flags=re.S)
 
 
-def check_no_f(vm, who):
-    m = re.search(F_RE, guest_text(vm))
-    if m:
-        raise BenchFailure("guest/state on %s reported %r" % (who, m.group(0)))
+def f_codes(vm, who):
+    """The F reports in vm's output (printed loudly), as a set of 'Fnn'."""
+    lines = re.findall(F_RE, guest_text(vm))
+    for line in sorted(set(lines)):
+        print("  !!! guest/state on %s (%s) reported: %s" % (who, vm.argv[0], line), flush=True)
+    return {line[:3] for line in lines}
 
 
 def wait_beats(vm, n, who, timeout=60):
     vmpair.wait_serial(vm, lambda t: re.sub(r"<(.)>", "", t, flags=re.S).count("S") >= n,
-                       timeout, "%d heartbeats on %s" % (n, who), bad=F_RE)
+                       timeout, "%d heartbeats on %s" % (n, who))
 
 
 class Bench:
@@ -100,7 +102,7 @@ class Bench:
         info = vmpair.wait_migration(src, 300)
         if info is None:
             raise BenchFailure("save to %s did not complete in 300 s" % path)
-        check_no_f(src, "the saved source")
+        fs = f_codes(src, "the saved source")
         src.kill()
         self.vms.remove(src)
         os.sync()
@@ -112,10 +114,10 @@ class Bench:
                     {"uri": ("file:" if kind == "vmsnap" else "exec:cat ") + path})
         resume = ev_time(dst.qmp.wait_event("RESUME", timeout=120))
         wait_beats(dst, 2, "the restored VM")
-        check_no_f(dst, "the restored VM")
+        fs |= f_codes(dst, "the restored VM")
         self.cleanup(False)
         os.unlink(path)
-        return info, mib, (resume - t0) * 1000, (resume - dst.t_spawn) * 1000
+        return info, mib, (resume - t0) * 1000, (resume - dst.t_spawn) * 1000, fs
 
     def live(self, kind, append, timeout):
         a = self.a
@@ -129,11 +131,15 @@ class Bench:
         res = vmpair.migrate(src, dst, "unix:" + sock,
                              {"downtime-limit": a.downtime_limit,
                               "max-bandwidth": vmpair.BIG_BANDWIDTH}, timeout)
+        fs = set()
         if res is not None:
             wait_beats(dst, 2, "the migrated VM")
-            check_no_f(dst, "the migrated VM")
-        check_no_f(src, "the migration source")
+            fs |= f_codes(dst, "the migrated VM")
+        fs |= f_codes(src, "the migration source")
         self.cleanup(False)
+        if res is None:
+            return fs and {"fs": fs} or None
+        res["fs"] = fs
         return res
 
 
@@ -152,6 +158,9 @@ def main():
     ap.add_argument("--downtime-limit", type=int, default=300, help="ms")
     ap.add_argument("--timeout", type=float, default=120, help="s per live migration")
     ap.add_argument("--beats", type=int, default=2, help="heartbeats before saving")
+    ap.add_argument("--tolerate-qemu-f11", action="store_true",
+                    help="QEMU's F11 (ymm upper halves lost on this PVM host, docs/GUEST.md) "
+                    "is printed but does not fail the bench")
     ap.add_argument("--vmms", default="vmsnap,qemu")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--quick", action="store_true", help="1 run (smoke test)")
@@ -174,6 +183,14 @@ def main():
     failures = []
     results = {}  # (kind, what) -> list
 
+    fseen = {}  # kind -> set of F codes
+
+    def note_f(kind, what, fs):
+        for f in fs:
+            fseen.setdefault(kind, set()).add(f)
+            if not (kind == "qemu" and f == "F11" and a.tolerate_qemu_f11):
+                failures.append("%s %s: guest/state reported %s" % (kind, what, f))
+
     def attempt(kind, what, fn):
         b = Bench(a, work)
         try:
@@ -190,7 +207,8 @@ def main():
             for kind in vmms:
                 r = attempt(kind, "save/restore", lambda b: b.save_restore(kind))
                 if r != "failed":
-                    info, mib, rst, launch = r
+                    info, mib, rst, launch, fs = r
+                    note_f(kind, "save/restore", fs)
                     results.setdefault((kind, "save"), []).append((info, mib))
                     results.setdefault((kind, "restore"), []).append((rst, launch))
                     print("  run %d %s: save %d ms (downtime %s ms, %.0f MiB file), restore "
@@ -201,6 +219,10 @@ def main():
                     r = attempt(kind, what, lambda b: b.live(kind, app, a.timeout))
                     if r == "failed":
                         continue
+                    if r is not None:
+                        note_f(kind, what, r["fs"])
+                        if "total" not in r:
+                            r = None
                     results.setdefault((kind, what), []).append(r)
                     if r is None:
                         print("  run %d %s %s: did not converge in %.0f s" %
@@ -238,6 +260,9 @@ def main():
                              fmt([r["visible"] for r in ok], "%.1f"),
                              fmt([r["mib"] for r in ok]), fmt([r["passes"] for r in ok]),
                              "%d/%d" % (len(ok), a.runs)])
+        for kind in vmms:
+            print("F reports of guest/state under %s (all runs): %s" %
+                  (kind, ", ".join(sorted(fseen.get(kind, ()))) or "none"))
         print("\nguest/state, %s, %d vCPUs, medians of %d run%s (host: %d CPUs, shared)\n" %
               (a.memory, a.cpus, a.runs, "s" if a.runs > 1 else "", os.cpu_count()))
         vmpair.print_table(["measurement", "VMM", "time ms", "downtime ms (reported)",
