@@ -154,6 +154,10 @@ def wait_migration(vm, timeout):
         info = vm.qmp.cmd("query-migrate")
         st = info.get("status")
         if st == "completed":
+            if not info.get("total-time"):
+                # QEMU 7.2 can report completed before it fills in the times
+                time.sleep(0.05)
+                info = vm.qmp.cmd("query-migrate")
             return info
         if st in ("failed", "cancelled"):
             raise BenchFailure("migration %s: %s" % (st, info.get("error-desc")))
