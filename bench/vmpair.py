@@ -115,9 +115,10 @@ def vmsnap_vm(workdir, name, memory, append=None, cpus=1, kernel=None, incoming=
         extra += ["--incoming", incoming]
     if paused:
         extra += ["--paused"]
+    t_spawn = time.time()
     vm = harness.Vm(workdir, memory=memory, cpus=cpus, append=append, name=name, extra=extra,
                     env=env)
-    vm.t_spawn = time.time()
+    vm.t_spawn = t_spawn  # before the process starts, as QemuVm's
     return vm
 
 
