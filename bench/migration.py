@@ -22,6 +22,13 @@ lasts minutes) and neither side's serial output has an 'E' (a lost or stale page
 the exit status is 1. A migration that does not complete within its timeout is
 cancelled and shown as not converged (n/c) without failing the bench.
 
+Reading the table: the reported downtime is each VMM's own (source side, from the
+pause request); the guest-visible one starts at the STOP event (after the vCPUs have
+parked) and ends when the destination runs, so it includes the destination's load
+time but not a slow vCPU kick. Under QEMU the guest zeroes its range in a pre-pass
+(clear=1, docs/GUEST.md) and -m 4G leaves only ~3 GiB below 4 GiB (PCI hole) for the
+walk, so paced runs and 4G runs do not dirty exactly the same set under both VMMs.
+
 usage: bench/migration.py [--sizes 150M,1G,4G] [--runs 5] [--variants unpaced,paced]
                           [--pace 100] [--quick] [--vmsnap PATH] [--elf PATH]
 """
