@@ -211,7 +211,7 @@ static bool fr_scalar(VmsnapFieldReader *r, uint8_t kind, const char *name, uint
 {
     FieldHead h;
     int64_t index;
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     size_t size = fields_fixed_size(kind);
     *v = 0;
     if (!fr_next(r, kind, name, &h, &index) || !fr_take(r, h.value, size, &p)) {
@@ -277,7 +277,7 @@ static bool fr_blob(VmsnapFieldReader *r, uint8_t kind, const char *name, size_t
                     const uint8_t **data, uint32_t *n, size_t *end, int64_t *index)
 {
     FieldHead h;
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     if (!fr_next(r, kind, name, &h, index) || !fr_take(r, h.value, 4, &p)) {
         return false;
     }
@@ -296,9 +296,9 @@ static bool fr_blob(VmsnapFieldReader *r, uint8_t kind, const char *name, size_t
 
 bool vmsnap_fr_bytes(VmsnapFieldReader *r, const char *name, void *out, size_t len)
 {
-    const uint8_t *data;
+    const uint8_t *data = NULL;
     uint32_t n;
-    size_t end;
+    size_t end = 0;
     int64_t index;
     if (len > 0) {
         memset(out, 0, len);
@@ -320,9 +320,9 @@ bool vmsnap_fr_bytes(VmsnapFieldReader *r, const char *name, void *out, size_t l
 bool vmsnap_fr_bytes_dup(VmsnapFieldReader *r, const char *name, size_t max, void **out,
                          size_t *len)
 {
-    const uint8_t *data;
+    const uint8_t *data = NULL;
     uint32_t n;
-    size_t end;
+    size_t end = 0;
     int64_t index;
     *out = NULL;
     *len = 0;
@@ -341,9 +341,9 @@ bool vmsnap_fr_bytes_dup(VmsnapFieldReader *r, const char *name, size_t max, voi
 
 bool vmsnap_fr_str(VmsnapFieldReader *r, const char *name, size_t max, char **out)
 {
-    const uint8_t *data;
+    const uint8_t *data = NULL;
     uint32_t n;
-    size_t end;
+    size_t end = 0;
     int64_t index;
     *out = NULL;
     if (!fr_blob(r, FIELD_STR, name, FIELDS_MAX_STR, &data, &n, &end, &index)) {
@@ -392,7 +392,7 @@ bool vmsnap_fr_array_begin(VmsnapFieldReader *r, const char *name, uint32_t max,
 {
     FieldHead h;
     int64_t index;
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     *count = 0;
     if (!fr_next(r, FIELD_ARRAY, name, &h, &index) || !fr_take(r, h.value, 4, &p)) {
         return false;

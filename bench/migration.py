@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Live migration over a unix socket on localhost: vmsnap->vmsnap beside QEMU->QEMU.
+
+The same guest (guest/dirty, build/guest/guest-dirty.elf) runs under `vmsnap run`
+and under qemu-system-x86_64 -accel kvm -kernel; each is migrated to a fresh
+destination VMM of its kind listening on unix:PATH (QMP migrate, events on,
+max-bandwidth unlimited for both: QEMU 7.2's default is 32 MiB/s). Variants:
+  * unpaced: the guest's default walk (re-dirties ~1.5 GiB/s outside migration),
+    downtime-limit --downtime-limit (default 300 ms, QEMU's default);
+  * paced: --append pace=N (default 100, ~9 000 pages/s) and downtime-limit
+    --paced-downtime-limit (default 10 ms), so that it converges.
+Columns (medians of --runs runs): total time and downtime as query-migrate reports
+them, guest-visible downtime (the source's STOP event to the destination's RESUME
+event, both QMP event timestamps on this host's clock: the time no vCPU of the guest
+runs anywhere), MiB transferred, passes (dirty-sync-count) and the achieved
+throughput (transferred / total time) beside the raw loopback unix-socket bandwidth
+measured in the same run (one sender and one receiver thread, 4 MiB buffers).
+
+Each run checks the oracle: the destination prints 2 'B' after it resumes (paced:
+one 'B' with bevery=1, or --check-secs of walking, since a paced pass of a 4G guest
+lasts minutes) and neither side's serial output has an 'E' (a lost or stale page); any failure is reported and
+the exit status is 1. A migration that does not complete within its timeout is
+cancelled and shown as not converged (n/c) without failing the bench.
+
+Reading the table: the reported downtime is each VMM's own (source side, from the
+pause request); the guest-visible one starts at the STOP event (after the vCPUs have
+parked) and ends when the destination runs, so it includes the destination's load
+time but not a slow vCPU kick. Under QEMU the guest zeroes its range in a pre-pass
+(clear=1, docs/GUEST.md) and -m 4G leaves only ~3 GiB below 4 GiB (PCI hole) for the
+walk, so paced runs and 4G runs do not dirty exactly the same set under both VMMs.
+
+usage: bench/migration.py [--sizes 150M,1G,4G] [--runs 5] [--variants unpaced,paced]
+                          [--pace 100] [--quick] [--vmsnap PATH] [--elf PATH]
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+import vmpair  # noqa: E402
+from vmpair import BenchFailure, median  # noqa: E402
+
+GIB = 1 << 30
+
+
+def size_bytes(text):
+    return int(text[:-1]) << (30 if text[-1] in "Gg" else 20)
+
+
+def no_e(vm, who):
+    text = vm.serial()
+    if "E" in text:
+        raise BenchFailure("%s guest reported a bad page: %r" % (who, text[text.find("E"):][:40]))
+
+
+def one_run(a, work, kind, size, append, downtime_limit):
+    """One migration of `kind` (vmsnap|qemu); returns the result dict or None (n/c)."""
+    vms = []
+    sock = os.path.join(work, "mig-%s.sock" % kind)
+    if os.path.exists(sock):
+        os.unlink(sock)
+    timeout = 60 + 30 * size_bytes(size) / GIB
+    try:
+        if kind == "vmsnap":
+            src = vmpair.vmsnap_vm(work, "vsrc", size, append=append or None)
+        else:
+            src = vmpair.QemuVm(work, "qsrc", a.elf, size, append=append)
+        vms.append(src)
+        # boot (QEMU: SeaBIOS ~3 s, plus the clearing pre-pass) and two passes
+        if "pace=" in append:
+            # a paced pass of a large VM lasts minutes: run a few seconds after 'A'
+            vmpair.wait_serial(src, lambda t: t.startswith("A"), 60, "A on the source",
+                               bad="E")
+            time.sleep(a.warmup)
+        else:
+            vmpair.wait_serial(src, lambda t: t.count("B") >= 2,
+                               60 + 60 * size_bytes(size) / GIB, "2 B on the source", bad="E")
+        if kind == "vmsnap":
+            dst = vmpair.vmsnap_vm(work, "vdst", size, append=append or None,
+                                   incoming="unix:" + sock)
+        else:
+            dst = vmpair.QemuVm(work, "qdst", a.elf, size, append=append,
+                                incoming="unix:" + sock)
+        vms.append(dst)
+        harness_wait_listen(dst, sock, kind)
+        res = vmpair.migrate(src, dst, "unix:" + sock,
+                             {"downtime-limit": downtime_limit,
+                              "max-bandwidth": vmpair.BIG_BANDWIDTH}, timeout)
+        if res is None:
+            no_e(src, "source")
+            return None
+        if "pace=" in append:
+            # the destination keeps walking: one B, or --check-secs without an E
+            end = time.monotonic() + a.check_secs
+            vmpair.wait_serial(dst, lambda t: "B" in t or time.monotonic() > end,
+                               a.check_secs + 30, "B on the destination", bad="E")
+            if dst.status() != "running":
+                raise BenchFailure("destination is %s, not running" % dst.status())
+        else:
+            vmpair.wait_serial(dst, lambda t: t.count("B") >= 2, 60, "2 B on the destination",
+                               bad="E")
+        no_e(src, "source")
+        no_e(dst, "destination")
+        return res
+    except Exception:
+        for v in vms:
+            sys.stderr.write("--- %s stderr tail: %s\n--- serial tail: %r\n" %
+                             (" ".join(v.argv[:3]), v.stderr_text()[-1500:], v.serial()[-200:]))
+        raise
+    finally:
+        for v in vms:
+            v.kill()
+
+
+def harness_wait_listen(dst, sock, kind):
+    """The destination must be listening before the source connects."""
+    vmpair.harness.wait_for(lambda: os.path.exists(sock) or dst.proc.poll() is not None, 30,
+                            "%s destination listening on %s" % (kind, sock))
+    if dst.proc.poll() is not None:
+        raise BenchFailure("%s destination exited %d: %s" % (kind, dst.proc.returncode,
+                                                             dst.stderr_text()[-500:]))
+
+
+def fmt(values, spec="%.0f"):
+    return spec % median(values) if values else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="150M,1G,4G")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--variants", default="unpaced,paced")
+    ap.add_argument("--pace", type=int, default=100, help="pace=N of the paced variant")
+    ap.add_argument("--downtime-limit", type=int, default=300, help="ms, unpaced variant")
+    ap.add_argument("--paced-downtime-limit", type=int, default=10, help="ms, paced variant")
+    ap.add_argument("--warmup", type=float, default=3.0,
+                    help="paced: seconds the source runs after 'A' before migrating")
+    ap.add_argument("--check-secs", type=float, default=5.0,
+                    help="paced: seconds the destination must run without E (or until B)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="print each run's event timeline and query-migrate")
+    ap.add_argument("--vmms", default="vmsnap,qemu")
+    ap.add_argument("--quick", action="store_true", help="1 run, 150M only (smoke test)")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--vmsnap", default=os.path.join(here, "..", "build", "cli", "vmsnap"))
+    ap.add_argument("--elf", default=os.path.join(here, "..", "build", "guest",
+                                                  "guest-dirty.elf"))
+    a = ap.parse_args()
+    if a.quick:
+        a.runs = 1
+        a.sizes = a.sizes.split(",")[0]
+    vmpair.harness.VMSNAP = os.path.abspath(a.vmsnap)
+    a.elf = os.path.abspath(a.elf)
+    vmms = a.vmms.split(",")
+    if "qemu" in vmms and not shutil.which(vmpair.QEMU):
+        print("qemu-system-x86_64 not found: vmsnap only")
+        vmms = [v for v in vmms if v != "qemu"]
+    work = tempfile.mkdtemp(prefix="vmsnap-bench-mig-", dir=a.dir)
+    failures = []
+    rows = []
+    header = ["guest, variant", "VMM", "total ms", "downtime ms (reported)",
+              "guest-visible downtime ms", "transferred MiB", "passes", "GB/s achieved",
+              "converged"]
+    try:
+        lb = [vmpair.loopback_gbps(work) for _ in range(max(3, a.runs))]
+        loop = median(lb)
+        print("raw loopback unix-socket bandwidth (same run, median of %d): %.2f GB/s" %
+              (len(lb), loop), flush=True)
+        for size in a.sizes.split(","):
+            for variant in a.variants.split(","):
+                if variant == "paced":
+                    append, dl = "pace=%d bevery=1" % a.pace, a.paced_downtime_limit
+                    label = "dirty %s, pace=%d, limit %d ms" % (size, a.pace, dl)
+                else:
+                    append, dl = "", a.downtime_limit
+                    label = "dirty %s, unpaced, limit %d ms" % (size, dl)
+                for kind in vmms:
+                    res = []
+                    nc = 0
+                    for i in range(a.runs):
+                        t0 = time.monotonic()
+                        try:
+                            r = one_run(a, work, kind, size, append, dl)
+                        except Exception as e:  # noqa: BLE001
+                            failures.append("%s %s run %d: %s" % (label, kind, i + 1, e))
+                            print("FAILED: %s %s run %d: %s" % (label, kind, i + 1, e),
+                                  flush=True)
+                            traceback.print_exc()
+                            continue
+                        if r is None:
+                            nc += 1
+                            print("  %s %s run %d: did not converge (%.0f s)" %
+                                  (label, kind, i + 1, time.monotonic() - t0), flush=True)
+                            continue
+                        res.append(r)
+                        print("  %s %s run %d: total %d ms, downtime %d ms, visible %.1f ms, "
+                              "%.0f MiB, %d passes" % (label, kind, i + 1, r["total"],
+                                                        r["downtime"], r["visible"], r["mib"],
+                                                        r["passes"]), flush=True)
+                        if a.verbose:
+                            print("    source events: " + "; ".join(r["timeline"]))
+                            print("    query-migrate: %s" % r["info"])
+                    gbps = [r["mib"] * (1 << 20) / (r["total"] / 1000) / 1e9
+                            for r in res if r["total"]]
+                    rows.append([label, kind, fmt([r["total"] for r in res]),
+                                 fmt([r["downtime"] for r in res]),
+                                 fmt([r["visible"] for r in res], "%.1f"),
+                                 fmt([r["mib"] for r in res]),
+                                 fmt([r["passes"] for r in res]),
+                                 fmt(gbps, "%.2f"),
+                                 "%d/%d" % (len(res), len(res) + nc)])
+        rows.append(["raw loopback unix socket (reference)", "python, 4 MiB buffers", "", "",
+                     "", "", "", "%.2f" % loop, ""])
+        print("\nlive migration over unix socket, medians of %d run%s (host: %d CPUs, shared)\n"
+              % (a.runs, "s" if a.runs > 1 else "", os.cpu_count()))
+        vmpair.print_table(header, rows)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        print("\n%d FAILED run(s):" % len(failures))
+        for f in failures:
+            print("  " + f)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
