@@ -197,18 +197,19 @@ bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const vo
         }
         return true;
     }
-    if (!w->copy)
-        w->copy = g_malloc((size_t)STREAM_MAX_BATCH * ps);
-    /* Copy first and test the copy: what is sent is what was tested. */
-    uint8_t *dst = w->copy + (size_t)w->ndata * ps;
-    memcpy(dst, data, ps);
-    if (page_is_zero(dst, ps)) {
+    /* Test in place and copy only data pages. A live guest may write the page
+     * meanwhile: the dirty log then has it sent again in the next pass, so a zero
+     * verdict or a torn copy is never final. */
+    if (page_is_zero(data, ps)) {
         w->zero[i / 64] |= 1ull << (i % 64);
         w->zero_pages++;
-    } else {
-        w->ndata++;
-        w->data_pages++;
+        return true;
     }
+    if (!w->copy)
+        w->copy = g_malloc((size_t)STREAM_MAX_BATCH * ps);
+    memcpy(w->copy + (size_t)w->ndata * ps, data, ps);
+    w->ndata++;
+    w->data_pages++;
     return true;
 }
 
