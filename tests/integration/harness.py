@@ -18,6 +18,9 @@ import time
 import traceback
 
 VMSNAP = os.environ.get("VMSNAP_BIN", "vmsnap")
+# The sanitizer build (tests/meson.build) sets VMSNAP_TEST_QUICK=1: scripts then
+# leave out repeats of a path already covered (a second 5 GiB guest, long runs).
+QUICK = os.environ.get("VMSNAP_TEST_QUICK", "") not in ("", "0")
 GUEST_DIRTY = os.environ.get("VMSNAP_GUEST_DIRTY", "")
 
 # guest/dirty's status block (docs/GUEST.md, guest/guests.h)

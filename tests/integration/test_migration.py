@@ -75,7 +75,9 @@ def live_case(transport):
         elif transport == "exec":
             path = os.path.join(workdir, "mig.sock")
             dst = destination(vms, workdir, "unix:" + path)
-            info = src.save("exec:socat - UNIX-CONNECT:" + path)
+            # socat adds a copy and a context switch per buffer: on a loaded host the
+            # unpaced guest outruns it, so auto-converge bounds the passes.
+            info = src.save("exec:socat - UNIX-CONNECT:" + path, caps=("auto-converge",))
         finish_checks(src, dst, info)
     test.__name__ = "test_live_%s" % transport
     return test
