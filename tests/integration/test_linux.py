@@ -56,52 +56,61 @@ def e820_done(text):
     return bool(idx) and idx[-1] < len(lines) - 1
 
 
-def boot_vmlinux(memory, memory_bytes, initrd):
-    """Boots vmlinux; checks the banner, the command line and the e820 map (and with
-    an initrd, its placement); stops the VM as soon as that is seen."""
-    def test(workdir, vms):
-        need_kvm()
-        d = need_linux()
-        token = "vmsnap-token-%s" % os.urandom(4).hex()
-        append = "%s %s" % (EARLY, token)
-        args = ["--kernel", os.path.join(d, "vmlinux")]
-        if initrd:
-            args += ["--initrd", os.path.join(d, "initramfs.gz")]
-        vm = start_vm(vms, workdir, memory=memory, append=append, args=args)
-        t0 = time.monotonic()
-        # Everything up to the e820 map comes out at once, when earlyprintk
-        # registers its console; the initrd line follows some seconds later.
-        vm.wait_serial(e820_done, 240, "the banner and the e820 map")
-        t_banner = time.monotonic() - t0
-        if initrd:
-            vm.wait_serial(lambda t: re.search(r"RAMDISK: .*\n", t), 120, "'RAMDISK:'")
-        text = vm.serial()
-        vm.quit()  # no need to watch the kernel die
-        print("# %s: banner and e820 map after %.1fs%s" %
-              (memory, t_banner, ", RAMDISK line after %.1fs" % (time.monotonic() - t0)
-               if initrd else ""), flush=True)
-        check("Linux version " in text, "no banner: %r" % text[:300])
-        check(re.search(r"Command line: %s\r?\n" % re.escape(append), text),
-              "no command line echo with %s: %r" % (token, text[:600]))
-        got = [line.split("] ", 1)[1].strip() for line in text.splitlines()
-               if "BIOS-e820:" in line]
-        want = expected_e820(memory_bytes)
-        check(got == want, "e820 map:\n got %s\nwant %s" % (got, want))
-        if not initrd:
-            check("RAMDISK" not in text, "a RAMDISK line without --initrd")
-            return
-        # The initrd: page aligned, as high as possible in low RAM, its exact size.
-        m = re.search(r"RAMDISK: \[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\]", text)
-        check(m, "no RAMDISK line")
-        size = os.path.getsize(os.path.join(d, "initramfs.gz"))
-        top = min(memory_bytes, 3 << 30, 0x80000000)  # the VMM's initrd_addr_max for vmlinux
-        start = (top - size) & ~0xfff
-        check(int(m.group(1), 16) == start, "initrd at 0x%s, want 0x%x" % (m.group(1), start))
-        # Linux prints the end rounded up to a page
-        check(int(m.group(2), 16) == ((start + size + 0xfff) & ~0xfff) - 1,
-              "initrd end 0x%s" % m.group(2))
-    test.__name__ = "test_vmlinux_%s%s" % (memory, "_initrd" if initrd else "")
-    return test
+def start_vmlinux(vms, workdir, d, memory, initrd):
+    token = "vmsnap-token-%s" % os.urandom(4).hex()
+    append = "%s %s" % (EARLY, token)
+    args = ["--kernel", os.path.join(d, "vmlinux")]
+    if initrd:
+        args += ["--initrd", os.path.join(d, "initramfs.gz")]
+    vm = start_vm(vms, workdir, memory=memory, append=append, args=args, name="vm-" + memory)
+    return vm, append
+
+
+def check_vmlinux(vm, append, d, memory, memory_bytes, initrd, t0):
+    """Checks the banner, the command line and the e820 map (and with an initrd,
+    its placement), then stops the VM: no need to watch the kernel die."""
+    # Everything up to the e820 map comes out at once, when earlyprintk registers
+    # its console; the initrd line follows some seconds later.
+    vm.wait_serial(e820_done, 420, "the banner and the e820 map (%s)" % memory)
+    t_banner = time.monotonic() - t0
+    if initrd:
+        vm.wait_serial(lambda t: re.search(r"RAMDISK: .*\n", t), 120, "'RAMDISK:' (%s)" % memory)
+    text = vm.serial()
+    vm.quit()
+    print("# %s: banner and e820 map after %.1fs%s" %
+          (memory, t_banner, ", RAMDISK line after %.1fs" % (time.monotonic() - t0)
+           if initrd else ""), flush=True)
+    check("Linux version " in text, "%s: no banner: %r" % (memory, text[:300]))
+    check(re.search(r"Command line: %s\r?\n" % re.escape(append), text),
+          "%s: no command line echo of %r: %r" % (memory, append, text[:600]))
+    got = [line.split("] ", 1)[1].strip() for line in text.splitlines() if "BIOS-e820:" in line]
+    want = expected_e820(memory_bytes)
+    check(got == want, "%s: e820 map:\n got %s\nwant %s" % (memory, got, want))
+    if not initrd:
+        check("RAMDISK" not in text, "%s: a RAMDISK line without --initrd" % memory)
+        return
+    # The initrd: page aligned, as high as possible in low RAM, its exact size.
+    m = re.search(r"RAMDISK: \[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\]", text)
+    check(m, "no RAMDISK line")
+    size = os.path.getsize(os.path.join(d, "initramfs.gz"))
+    top = min(memory_bytes, 3 << 30, 0x80000000)  # the VMM's initrd_addr_max for vmlinux
+    start = (top - size) & ~0xfff
+    check(int(m.group(1), 16) == start, "initrd at 0x%s, want 0x%x" % (m.group(1), start))
+    # Linux prints the end rounded up to a page
+    check(int(m.group(2), 16) == ((start + size + 0xfff) & ~0xfff) - 1,
+          "initrd end 0x%s" % m.group(2))
+
+
+def test_vmlinux_256M_initrd_and_5G(workdir, vms):
+    """Two VMs at once (the early boot is slow here, so they overlap): 256M with the
+    initrd, and 5G (two RAM blocks, so an e820 entry at 4 GiB) without."""
+    need_kvm()
+    d = need_linux()
+    t0 = time.monotonic()
+    small, small_append = start_vmlinux(vms, workdir, d, "256M", True)
+    big, big_append = start_vmlinux(vms, workdir, d, "5G", False)
+    check_vmlinux(small, small_append, d, "256M", 256 << 20, True, t0)
+    check_vmlinux(big, big_append, d, "5G", 5 << 30, False, t0)
 
 
 def test_bzimage_entry(workdir, vms):
@@ -168,6 +177,6 @@ def test_initrd_errors(workdir, vms):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests([boot_vmlinux("256M", 256 << 20, True), boot_vmlinux("5G", 5 << 30, False),
+    sys.exit(run_tests([test_vmlinux_256M_initrd_and_5G,
                         test_bzimage_entry, test_initrd_errors,
                         test_busybox_shell_under_qemu_tcg]))
