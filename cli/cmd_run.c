@@ -46,7 +46,8 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- boot a VM");
-    g_option_context_set_summary(ctx, "Boots a KVM virtual machine with a multiboot or Linux kernel.");
+    g_option_context_set_summary(ctx,
+                                 "Boots a KVM virtual machine with a multiboot or Linux kernel.");
     g_option_context_set_description(ctx,
         "Examples:\n"
         "  vmsnap run --memory 256M --qmp unix:/tmp/vm.sock\n"

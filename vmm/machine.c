@@ -145,8 +145,6 @@ static bool load_kernel(Machine *m, GError **error)
         if (!linux_load(image, len, what, m->cfg.append, initrd, initrd_len, m->cfg.initrd,
                         &m->vm->ram, &lb, error))
             return false;
-        /* Linux probes these early (PCI early quirks, the RTC): answer "nothing here". */
-        legacy_register_cmos(&m->vm->pio);
         return boot_linux_vcpus(m->vm, &lb, error);
     }
     if (m->cfg.initrd) {
@@ -203,7 +201,10 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
     pio_register(&m->vm->pio, UART_COM1_BASE, 8, uart_pio, &m->uart, "serial");
     pio_register(&m->vm->pio, DEBUG_EXIT_PORT, 1, debug_exit_pio, m->vm, "debug-exit");
     pio_register(&m->vm->pio, POST_PORT, 1, post_pio, NULL, "post");
+    /* Linux probes these early (PCI early quirks, the RTC): answer "nothing here".
+     * Registered for every VM, so a restored Linux guest finds them too. */
     legacy_register_pci(&m->vm->pio);
+    legacy_register_cmos(&m->vm->pio);
     m->devstate = devstate_new(m->vm, &m->uart, error);
     if (!m->devstate)
         goto fail;
