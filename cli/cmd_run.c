@@ -19,7 +19,10 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         { "cpus", 'c', 0, G_OPTION_ARG_STRING, &cpus, "Number of vCPUs, 1 to 32 (default 1)",
           "N" },
         { "kernel", 'k', 0, G_OPTION_ARG_FILENAME, &cfg->kernel,
-          "Multiboot v1 ELF kernel (default: the embedded self-checking guest)", "FILE" },
+          "Kernel: multiboot v1 ELF32, Linux bzImage or Linux vmlinux (ELF64) "
+          "(default: the embedded self-checking guest)", "FILE" },
+        { "initrd", 0, 0, G_OPTION_ARG_FILENAME, &cfg->initrd,
+          "Initial ramdisk for a Linux kernel", "FILE" },
         { "append", 'a', 0, G_OPTION_ARG_STRING, &cfg->append, "Kernel command line", "ARGS" },
         { "serial", 's', 0, G_OPTION_ARG_STRING, &cfg->serial,
           "Serial port output: stdio (default), file:PATH or none", "BACKEND" },
@@ -45,11 +48,13 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- boot a VM");
-    g_option_context_set_summary(ctx, "Boots a KVM virtual machine with a multiboot kernel.");
+    g_option_context_set_summary(ctx,
+                                 "Boots a KVM virtual machine with a multiboot or Linux kernel.");
     g_option_context_set_description(ctx,
         "Examples:\n"
         "  vmsnap run --memory 256M --qmp unix:/tmp/vm.sock\n"
-        "  vmsnap run --cpus 2 --memory 1G --append 'bevery=4' --serial file:/tmp/vm.out\n");
+        "  vmsnap run --cpus 2 --memory 1G --append 'bevery=4' --serial file:/tmp/vm.out\n"
+        "  vmsnap run --kernel vmlinux --initrd initramfs.gz --append 'console=ttyS0'\n");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_strict_posix(ctx, FALSE);
 
@@ -107,6 +112,11 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
             g_prefix_error(error, "--x-skip-device-load: ");
             return false;
         }
+    }
+    if (cfg->initrd && !cfg->kernel) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--initrd needs --kernel with a Linux kernel (bzImage or vmlinux)");
+        return false;
     }
     cfg->paused = paused;
     cfg->verify = verify;

@@ -1,7 +1,9 @@
 #include "machine.h"
 
 #include "boot.h"
+#include "boot_linux.h"
 #include "config.h"
+#include "dev_legacy.h"
 #include "devstate.h"
 #include "guests.h"
 #include "migration.h"
@@ -19,6 +21,7 @@
 void machine_config_clear(MachineConfig *cfg)
 {
     g_clear_pointer(&cfg->kernel, g_free);
+    g_clear_pointer(&cfg->initrd, g_free);
     g_clear_pointer(&cfg->append, g_free);
     g_clear_pointer(&cfg->serial, g_free);
     g_clear_pointer(&cfg->qmp, g_free);
@@ -32,6 +35,7 @@ static void copy_config(MachineConfig *dst, const MachineConfig *src)
 {
     *dst = *src;
     dst->kernel = g_strdup(src->kernel);
+    dst->initrd = g_strdup(src->initrd);
     dst->append = g_strdup(src->append);
     dst->serial = g_strdup(src->serial);
     dst->qmp = g_strdup(src->qmp);
@@ -137,6 +141,27 @@ static bool load_kernel(Machine *m, GError **error)
     }
     m->kernel_desc = m->cfg.kernel ? g_strdup(m->cfg.kernel) : g_strdup("embedded:guest/dirty");
     m->kernel_xxh3 = XXH3_64bits(image, len);
+    LinuxKind kind;
+    if (linux_detect(image, len, &kind)) {
+        g_autofree uint8_t *initrd = NULL;
+        gsize initrd_len = 0;
+        if (m->cfg.initrd && !g_file_get_contents(m->cfg.initrd, (char **)&initrd, &initrd_len,
+                                                  error)) {
+            g_prefix_error(error, "--initrd: ");
+            return false;
+        }
+        LinuxBoot lb;
+        if (!linux_load(image, len, what, m->cfg.append, initrd, initrd_len, m->cfg.initrd,
+                        &m->vm->ram, &lb, error))
+            return false;
+        return boot_linux_vcpus(m->vm, &lb, error);
+    }
+    if (m->cfg.initrd) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "--initrd: %s is a multiboot kernel, and vmsnap does not support multiboot "
+                    "modules; --initrd needs a Linux kernel (bzImage or vmlinux)", what);
+        return false;
+    }
     MultibootImage img;
     if (!multiboot_load(image, len, what, m->cfg.append ? m->cfg.append : "", &m->vm->ram, &img,
                         error))
@@ -195,6 +220,10 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
     pio_register(&m->vm->pio, UART_COM1_BASE, 8, uart_pio, &m->uart, "serial");
     pio_register(&m->vm->pio, DEBUG_EXIT_PORT, 1, debug_exit_pio, m->vm, "debug-exit");
     pio_register(&m->vm->pio, POST_PORT, 1, post_pio, NULL, "post");
+    /* Linux probes these early (PCI early quirks, the RTC): answer "nothing here".
+     * Registered for every VM, so a restored Linux guest finds them too. */
+    legacy_register_pci(&m->vm->pio);
+    legacy_register_cmos(&m->vm->pio);
     m->devstate = devstate_new(m->vm, &m->uart, error);
     if (!m->devstate)
         goto fail;

@@ -20,7 +20,8 @@ typedef struct MachineConfig {
     uint64_t memory;    /* bytes */
     unsigned cpus;
     RamBacking backing;
-    char *kernel;       /* multiboot ELF path; NULL = the embedded dirty guest */
+    char *kernel;       /* multiboot ELF, bzImage or vmlinux; NULL = the embedded dirty guest */
+    char *initrd;       /* Linux initrd (initramfs) path, or NULL */
     char *append;       /* kernel command line */
     char *serial;       /* stdio | file:PATH | none */
     char *qmp;          /* unix:PATH, or NULL */
