@@ -22,7 +22,8 @@ typedef struct MachineConfig {
     RamBacking backing;
     char *kernel;       /* multiboot ELF path; NULL = the embedded dirty guest */
     char *append;       /* kernel command line */
-    char *serial;       /* stdio | file:PATH | none */
+    char *serial;       /* --serial: stdio | file:PATH[,input=INPATH] | unix:PATH | none */
+    bool serial_no_stdin; /* stdin carries the incoming stream: stdio is output only */
     char *qmp;          /* unix:PATH, or NULL */
     char *name;
     char *uuid;         /* canonical text form */
