@@ -17,9 +17,8 @@ static unsigned serial_count(const DevState *ds)
     return devstate_uart(ds) ? 1 : 0;
 }
 
-static bool serial_save(DevState *ds, unsigned instance, VmsnapFieldWriter *w, GError **error)
+void serial_state_save(Uart *u, VmsnapFieldWriter *w)
 {
-    Uart *u = devstate_uart(ds);
     UartRegs r;
     int level;
 
@@ -42,13 +41,16 @@ static bool serial_save(DevState *ds, unsigned instance, VmsnapFieldWriter *w, G
     vmsnap_fw_u8(w, "rx_head", r.rx_head);
     vmsnap_fw_u8(w, "rx_count", r.rx_count);
     vmsnap_fw_u8(w, "irq_level", level ? 1 : 0);
+}
+
+static bool serial_save(DevState *ds, unsigned instance, VmsnapFieldWriter *w, GError **error)
+{
+    serial_state_save(devstate_uart(ds), w);
     return true;
 }
 
-static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint32_t version,
-                        GError **error)
+bool serial_state_load(Uart *u, VmsnapFieldReader *r, uint32_t version)
 {
-    Uart *u = devstate_uart(ds);
     UartRegs regs;
     uint8_t level = 0;
     memset(&regs, 0, sizeof(regs));
@@ -80,6 +82,12 @@ static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, u
      * KVM's per-source line level is not part of it. */
     uart_load_regs(u, &regs, level);
     return true;
+}
+
+static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint32_t version,
+                        GError **error)
+{
+    return serial_state_load(devstate_uart(ds), r, version);
 }
 
 const DevType devtype_serial = {
