@@ -27,7 +27,7 @@ static bool errno_error(GError **error, int err, const char *fmt, const char *wh
 static void stdin_raw(Chardev *cd)
 {
     struct termios tio;
-    if (!isatty(STDIN_FILENO) || tcgetpgrp(STDIN_FILENO) != getpgrp())
+    if (!isatty(STDIN_FILENO))
         return;
     if (tcgetattr(STDIN_FILENO, &cd->saved_tio) < 0)
         return;
@@ -113,7 +113,10 @@ bool chardev_open(Chardev *cd, const char *spec, unsigned flags, GError **error)
     switch (cd->spec.kind) {
     case CHARDEV_STDIO:
         cd->out_fd = STDOUT_FILENO;
-        if (!(flags & CHARDEV_OPEN_NO_STDIN)) {
+        /* A background job reading its terminal would be stopped (SIGTTIN): then
+         * stdio is output only. */
+        if (!(flags & CHARDEV_OPEN_NO_STDIN) &&
+            !(isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) != getpgrp())) {
             cd->in_fd = STDIN_FILENO;
             stdin_raw(cd);
         }

@@ -13,8 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Skip, TestFailure, check, need_kvm, run_cli, run_tests,  # noqa: E402
-                     start_vm, wait_for)
+from harness import (VMSNAP, Skip, TestFailure, check, need_kvm, run_cli,  # noqa: E402
+                     run_tests, start_vm)
 
 GUEST_STATE = os.environ.get("VMSNAP_GUEST_STATE", "")
 
@@ -64,6 +64,62 @@ def test_stdin(workdir, vms):
     vm.wait_serial(lambda t: t.count("S") > beats, 10, "a heartbeat after EOF on stdin")
     check(vm.status() == "running", "status after EOF: %s" % vm.status())
     check_no_f(vm.serial(), "stdin")
+
+
+def test_stdin_terminal(workdir, vms):
+    """stdio on a terminal: raw mode while running (no echo, no line editing, CR passed
+    as is, signals still on), echo works, Ctrl-C exits 0 and the terminal is restored."""
+    need_guest()
+    import pty
+    import select
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(VMSNAP, [VMSNAP, "run", "--memory", "64M", "--kernel", GUEST_STATE])
+        finally:
+            os._exit(127)
+
+    out = b""
+
+    def read_for(seconds, until=None):
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until(out)):
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    try:
+        read_for(10, lambda o: o.startswith(b"A"))
+        check(out.startswith(b"A"), "no 'A' on the terminal: %r" % out)
+        lflag = termios.tcgetattr(fd)[3]
+        check(not lflag & termios.ICANON and not lflag & termios.ECHO, "not raw: lflag %#x" % lflag)
+        check(lflag & termios.ISIG, "signals turned off: lflag %#x" % lflag)
+        os.write(fd, b"t\r")
+        read_for(10, lambda o: b"<t><\r>" in o)
+        check(b"<t><\r>" in out, "echo on the terminal: %r" % out[-60:])
+        os.write(fd, b"\x03")  # Ctrl-C: SIGINT to vmsnap
+        deadline = time.monotonic() + 10
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            check(time.monotonic() < deadline, "vmsnap did not exit on Ctrl-C")
+            read_for(0.05)
+        pid = 0
+        check(os.waitstatus_to_exitcode(status) == 0, "exit status %d" % status)
+        lflag = termios.tcgetattr(fd)[3]
+        check(lflag & termios.ICANON and lflag & termios.ECHO, "terminal not restored: %#x" % lflag)
+        check_no_f(out.decode("latin-1").replace("\r\n", "\n"), "terminal")
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
 
 
 def test_fifo_input_flow_control(workdir, vms):
@@ -228,6 +284,6 @@ def test_bad_specs(workdir, vms):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests([test_stdin, test_fifo_input_flow_control, test_unix_socket,
+    sys.exit(run_tests([test_stdin, test_stdin_terminal, test_fifo_input_flow_control, test_unix_socket,
                         test_input_waits_while_stopped, test_echo_after_save_restore,
                         test_bad_specs]))
