@@ -162,13 +162,17 @@ void chardev_write(Chardev *cd, const uint8_t *buf, size_t len)
                                   : write(cd->out_fd, buf, len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN && cd->in_socket) {
+        if (n < 0 && errno == EAGAIN && cd->in_socket && !cd->out_stalled) {
             struct pollfd p = { .fd = cd->out_fd, .events = POLLOUT };
             if (poll(&p, 1, SOCKET_WRITE_TIMEOUT_MS) > 0)
                 continue;
+            /* The client does not read: drop output until its socket drains, without
+             * waiting again for every byte. */
+            cd->out_stalled = true;
         }
         if (n <= 0)
             break;
+        cd->out_stalled = false;
         buf += n;
         len -= (size_t)n;
     }
@@ -279,6 +283,7 @@ static gboolean on_accept(int fd, GIOCondition cond, gpointer data)
     g_mutex_lock(&cd->out_lock);
     cd->in_fd = cd->out_fd = c;
     cd->in_socket = true;
+    cd->out_stalled = false;
     g_mutex_unlock(&cd->out_lock);
     cd->connections++;
     cd->listen_src = 0; /* one client at a time: others wait in the backlog */

@@ -34,6 +34,7 @@ typedef struct Chardev {
     GMutex out_lock;  /* out_fd (a unix client comes and goes) */
     int out_fd;       /* -1: output discarded */
     bool close_out;
+    bool out_stalled; /* a unix client did not read for 1 s: drop output, do not wait */
 
     int in_fd;        /* stdin, INPATH or the unix client; -1: no input now */
     bool close_in;
@@ -75,7 +76,8 @@ void chardev_attach(Chardev *cd, ChardevCanReceive can_receive, ChardevReceive r
 void chardev_kick(Chardev *cd);
 
 /* Writes everything (retrying short writes); output errors are dropped. A unix
- * client that does not read for 1 s loses that output. Thread-safe. */
+ * client whose socket stays full for 1 s loses output from then on until it reads
+ * again (one wait, not one per byte). Thread-safe. */
 void chardev_write(Chardev *cd, const uint8_t *buf, size_t len);
 
 /* Stops input, restores the terminal, closes and removes what it opened. */
