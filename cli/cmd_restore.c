@@ -53,6 +53,7 @@ static int restore_stream(const char *uri, char **skip, char *serial, char *qmp,
     }
     g_bytes_unref(fields);
     cfg.serial = serial;
+    cfg.serial_no_stdin = !strcmp(uri, "-"); /* stdin is the stream */
     cfg.qmp = qmp;
     cfg.paused = paused;
     cfg.incoming = true;
@@ -86,7 +87,8 @@ int cli_restore(int argc, char **argv)
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
           "Check every page checksum before the guest runs (map mode)", NULL },
         { "serial", 's', 0, G_OPTION_ARG_STRING, &serial,
-          "Serial port output: stdio (default), file:PATH or none", "BACKEND" },
+          "Serial port: stdio (default; input from stdin unless the snapshot is read from "
+          "stdin), file:PATH[,input=INPATH], unix:PATH or none", "BACKEND" },
         { "qmp", 'q', 0, G_OPTION_ARG_STRING, &qmp, "QMP control socket (unix:PATH)",
           "unix:PATH" },
         { "paused", 'S', 0, G_OPTION_ARG_NONE, &paused,
@@ -125,6 +127,13 @@ int cli_restore(int argc, char **argv)
         fprintf(stderr, "vmsnap restore: %s\n", error->message);
         return CLI_EXIT_USAGE;
     }
+
+    ChardevSpec spec;
+    if (!chardev_spec_parse(serial, "--serial", &spec, &error)) {
+        fprintf(stderr, "vmsnap restore: %s\n", error->message);
+        return CLI_EXIT_USAGE;
+    }
+    chardev_spec_clear(&spec);
 
     if (g_str_has_prefix(args[1], "exec:") || !strcmp(args[1], "-"))
         return restore_stream(args[1], skip, g_steal_pointer(&serial), g_steal_pointer(&qmp),

@@ -25,7 +25,8 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
           "Initial ramdisk for a Linux kernel", "FILE" },
         { "append", 'a', 0, G_OPTION_ARG_STRING, &cfg->append, "Kernel command line", "ARGS" },
         { "serial", 's', 0, G_OPTION_ARG_STRING, &cfg->serial,
-          "Serial port output: stdio (default), file:PATH or none", "BACKEND" },
+          "Serial port: stdio (default), file:PATH[,input=INPATH], unix:PATH or none",
+          "BACKEND" },
         { "qmp", 'q', 0, G_OPTION_ARG_STRING, &cfg->qmp, "QMP control socket (unix:PATH)",
           "unix:PATH" },
         { "name", 'n', 0, G_OPTION_ARG_STRING, &cfg->name, "VM name (query-name)", "NAME" },
@@ -101,6 +102,10 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
                     cfg->uuid);
         return false;
     }
+    ChardevSpec spec;
+    if (!chardev_spec_parse(cfg->serial, "--serial", &spec, error))
+        return false;
+    chardev_spec_clear(&spec);
     if (cfg->qmp && (!g_str_has_prefix(cfg->qmp, "unix:") || !cfg->qmp[5])) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "--qmp: '%s' is not unix:PATH", cfg->qmp);

@@ -1,7 +1,10 @@
 /*
  * Device "serial", instance 0: the 16550A (COM1) emulated by vmm/uart.c. Its saved
  * state is the register file UartRegs plus the level the UART last drove on its IRQ
- * line, taken under the UART's mutex.
+ * line, taken under the UART's mutex. That is all of the guest-visible state: the RX
+ * FIFO (or holding register) with its bytes, LSR (DR, OE), the pending THR-empty
+ * interrupt and the MSR delta bits; IIR and the line level follow from them. Bytes the
+ * host backend has read but the FIFO has not taken yet are host state, not saved.
  */
 #include "devstate.h"
 
@@ -14,9 +17,8 @@ static unsigned serial_count(const DevState *ds)
     return devstate_uart(ds) ? 1 : 0;
 }
 
-static bool serial_save(DevState *ds, unsigned instance, VmsnapFieldWriter *w, GError **error)
+void serial_state_save(Uart *u, VmsnapFieldWriter *w)
 {
-    Uart *u = devstate_uart(ds);
     UartRegs r;
     int level;
 
@@ -39,13 +41,16 @@ static bool serial_save(DevState *ds, unsigned instance, VmsnapFieldWriter *w, G
     vmsnap_fw_u8(w, "rx_head", r.rx_head);
     vmsnap_fw_u8(w, "rx_count", r.rx_count);
     vmsnap_fw_u8(w, "irq_level", level ? 1 : 0);
+}
+
+static bool serial_save(DevState *ds, unsigned instance, VmsnapFieldWriter *w, GError **error)
+{
+    serial_state_save(devstate_uart(ds), w);
     return true;
 }
 
-static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint32_t version,
-                        GError **error)
+bool serial_state_load(Uart *u, VmsnapFieldReader *r, uint32_t version, bool apply)
 {
-    Uart *u = devstate_uart(ds);
     UartRegs regs;
     uint8_t level = 0;
     memset(&regs, 0, sizeof(regs));
@@ -64,22 +69,28 @@ static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, u
     vmsnap_fr_bool(r, "thr_interrupt", &regs.thr_interrupt);
     vmsnap_fr_bytes(r, "rx_fifo", regs.rx_fifo, sizeof(regs.rx_fifo));
     devstate_rd_u8_max(r, "rx_head", UART_FIFO_SIZE - 1, &regs.rx_head);
-    devstate_rd_u8_max(r, "rx_count", UART_FIFO_SIZE, &regs.rx_count);
+    /* LSR.DR means "the FIFO holds a byte": a state where they disagree is unreachable. */
+    if (devstate_rd_u8_max(r, "rx_count", UART_FIFO_SIZE, &regs.rx_count) &&
+        !(regs.lsr & 0x01) != !regs.rx_count)
+        vmsnap_fr_fail(r, "%u bytes, but lsr 0x%02x says data-ready %u", regs.rx_count,
+                       regs.lsr, regs.lsr & 0x01);
     devstate_rd_u8_max(r, "irq_level", 1, &level);
     if (vmsnap_fr_failed(r))
         return false;
-    if (devstate_skipped(ds, "serial", instance, NULL))
-        return true;
+    if (!apply)
+        return true; /* validated only (--x-skip-device-load) */
 
-    g_mutex_lock(&u->lock);
-    u->r = regs;
-    u->irq_level = level;
-    /* The irqchip (restored before) holds the line's state, but KVM's per-source line
-     * level is not part of it: drive the line again so that both agree. */
-    if (u->set_irq)
-        u->set_irq(u->irq_opaque, level);
-    g_mutex_unlock(&u->lock);
+    /* Drives the line again: the irqchip (restored before) holds the line's state, but
+     * KVM's per-source line level is not part of it. */
+    uart_load_regs(u, &regs, level);
     return true;
+}
+
+static bool serial_load(DevState *ds, unsigned instance, VmsnapFieldReader *r, uint32_t version,
+                        GError **error)
+{
+    return serial_state_load(devstate_uart(ds), r, version,
+                             !devstate_skipped(ds, "serial", instance, NULL));
 }
 
 const DevType devtype_serial = {

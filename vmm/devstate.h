@@ -121,4 +121,10 @@ bool devstate_rd_u8_max(VmsnapFieldReader *r, const char *name, uint8_t max, uin
 bool devstate_rd_u16_max(VmsnapFieldReader *r, const char *name, uint16_t max, uint16_t *out);
 bool devstate_rd_u32_max(VmsnapFieldReader *r, const char *name, uint32_t max, uint32_t *out);
 
+/* The "serial" section's payload, without a DevState (unit tests: no KVM needed).
+ * Load follows the protocol above: false with the error recorded in the reader;
+ * with apply false it only validates. */
+void serial_state_save(Uart *u, VmsnapFieldWriter *w);
+bool serial_state_load(Uart *u, VmsnapFieldReader *r, uint32_t version, bool apply);
+
 G_END_DECLS

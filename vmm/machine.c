@@ -50,6 +50,23 @@ static void uart_irq(void *opaque, int level)
     vm_set_irq(opaque, UART_COM1_IRQ, level);
 }
 
+/* The serial port's receive path: the backend offers what the UART has room for; the
+ * UART kicks the backend (eventfd) when room appears. */
+static size_t serial_can_receive(void *opaque)
+{
+    return uart_rx_room(opaque);
+}
+
+static size_t serial_receive(void *opaque, const uint8_t *buf, size_t len)
+{
+    return uart_receive(opaque, buf, len);
+}
+
+static void serial_kick(void *opaque)
+{
+    chardev_kick(opaque);
+}
+
 static void debug_exit_pio(void *opaque, uint16_t port, bool is_write, uint8_t *data,
                            unsigned size)
 {
@@ -208,7 +225,8 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
                : cfg->paused ? RUN_STATE_PRELAUNCH
                              : RUN_STATE_RUNNING;
 
-    if (!chardev_open(&m->serial, m->cfg.serial, error))
+    if (!chardev_open(&m->serial, m->cfg.serial,
+                      cfg->serial_no_stdin ? CHARDEV_OPEN_NO_STDIN : 0, error))
         goto fail;
     VmConfig vc = { .memory = cfg->memory, .cpus = cfg->cpus, .backing = cfg->backing };
     m->vm = vm_new(&vc, error);
@@ -217,6 +235,10 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
     m->vm->notice = vm_notice;
     m->vm->notice_opaque = m;
     uart_init(&m->uart, &m->serial, uart_irq, m->vm);
+    /* Guest input waits while the VM is not running (machine_set_state()). */
+    uart_set_rx_hold(&m->uart, m->state != RUN_STATE_RUNNING);
+    uart_set_rx_notify(&m->uart, serial_kick, &m->serial);
+    chardev_attach(&m->serial, serial_can_receive, serial_receive, &m->uart);
     pio_register(&m->vm->pio, UART_COM1_BASE, 8, uart_pio, &m->uart, "serial");
     pio_register(&m->vm->pio, DEBUG_EXIT_PORT, 1, debug_exit_pio, m->vm, "debug-exit");
     pio_register(&m->vm->pio, POST_PORT, 1, post_pio, NULL, "post");
@@ -312,6 +334,9 @@ void machine_free(Machine *m)
 
 void machine_set_state(Machine *m, RunState s)
 {
+    /* Under the UART's lock: once a stopped state is visible, the host adds no more
+     * input, so a device save that follows sees a UART that no longer changes. */
+    uart_set_rx_hold(&m->uart, s != RUN_STATE_RUNNING);
     __atomic_store_n(&m->state, s, __ATOMIC_RELEASE);
 }
 
@@ -370,6 +395,7 @@ void machine_shutdown(Machine *m, int exit_code, bool guest, const char *reason)
     m->shutting_down = true;
     if (runstate_is_running(m->state))
         vm_pause(m->vm);
+    uart_set_rx_hold(&m->uart, true);
     if (m->state != RUN_STATE_INTERNAL_ERROR)
         m->state = RUN_STATE_SHUTDOWN;
     m->exit_code = exit_code;

@@ -23,7 +23,8 @@ typedef struct MachineConfig {
     char *kernel;       /* multiboot ELF, bzImage or vmlinux; NULL = the embedded dirty guest */
     char *initrd;       /* Linux initrd (initramfs) path, or NULL */
     char *append;       /* kernel command line */
-    char *serial;       /* stdio | file:PATH | none */
+    char *serial;       /* --serial: stdio | file:PATH[,input=INPATH] | unix:PATH | none */
+    bool serial_no_stdin; /* stdin carries the incoming stream: stdio is output only */
     char *qmp;          /* unix:PATH, or NULL */
     char *name;
     char *uuid;         /* canonical text form */

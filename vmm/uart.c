@@ -18,32 +18,50 @@ enum {
 #define IER_RLS   0x04
 #define IER_MSI   0x08
 
-#define IIR_NONE  0x01
-#define IIR_MSI   0x00
-#define IIR_THRE  0x02
-#define IIR_RDA   0x04
-#define IIR_RLS   0x06
-#define IIR_FIFO  0xc0
+#define IIR_NONE    0x01
+#define IIR_MSI     0x00
+#define IIR_THRE    0x02
+#define IIR_RDA     0x04
+#define IIR_RLS     0x06
+#define IIR_TIMEOUT 0x0c
+#define IIR_FIFO    0xc0
 
 #define LCR_DLAB  0x80
+#define MCR_OUT2  0x08
 #define MCR_LOOP  0x10
 #define LSR_DR    0x01
 #define LSR_OE    0x02
+#define LSR_ERRORS 0x1e /* OE, PE, FE, BI: the receiver line status interrupt's sources */
 #define LSR_THRE  0x20
 #define LSR_TEMT  0x40
 #define FCR_ENABLE 0x01
 #define FCR_CLEAR_RX 0x02
+#define FCR_KEPT   0xc9 /* enable, DMA mode, RX trigger level */
 
+static const uint8_t rx_trigger[4] = { 1, 4, 8, 14 };
+
+/*
+ * The character timeout: a real 16550 raises it when bytes below the trigger level
+ * have waited 4 character times with nothing received or read. The host hands its
+ * bytes over at once (no baud timing), so no further byte is ever "in transit": the
+ * condition is taken as met as soon as bytes wait below the trigger level.
+ */
 static uint8_t compute_iir(const UartRegs *r)
 {
-    uint8_t fifo = (r->fcr & FCR_ENABLE) ? IIR_FIFO : 0;
-    if ((r->ier & IER_RLS) && (r->lsr & LSR_OE))
-        return IIR_RLS | fifo;
-    if ((r->ier & IER_RDA) && r->rx_count)
-        return IIR_RDA | fifo;
+    bool fifo = r->fcr & FCR_ENABLE;
+    uint8_t fifo_bits = fifo ? IIR_FIFO : 0;
+    if ((r->ier & IER_RLS) && (r->lsr & LSR_ERRORS))
+        return IIR_RLS | fifo_bits;
+    if ((r->ier & IER_RDA) && r->rx_count) {
+        if (fifo && r->rx_count < rx_trigger[r->fcr >> 6])
+            return IIR_TIMEOUT | fifo_bits;
+        return IIR_RDA | fifo_bits;
+    }
     if ((r->ier & IER_THRE) && r->thr_interrupt)
-        return IIR_THRE | fifo;
-    return IIR_NONE | fifo;
+        return IIR_THRE | fifo_bits;
+    if ((r->ier & IER_MSI) && (r->msr & 0x0f))
+        return IIR_MSI | fifo_bits;
+    return IIR_NONE | fifo_bits;
 }
 
 /* Called with the lock held. */
@@ -51,7 +69,7 @@ static void update_irq(Uart *u)
 {
     int level = (compute_iir(&u->r) & IIR_NONE) ? 0 : 1;
     /* MCR OUT2 gates the interrupt line on PC-compatible boards. */
-    if (!(u->r.mcr & 0x08))
+    if (!(u->r.mcr & MCR_OUT2))
         level = 0;
     if (level != u->irq_level) {
         u->irq_level = level;
@@ -60,11 +78,39 @@ static void update_irq(Uart *u)
     }
 }
 
+static size_t room_locked(const Uart *u)
+{
+    unsigned cap = uart_rx_capacity(&u->r);
+    if (u->rx_hold || u->r.rx_count >= cap)
+        return 0;
+    return cap - u->r.rx_count;
+}
+
+/* With the lock held: tell a refused host that it can send again. */
+static void maybe_notify(Uart *u)
+{
+    if (u->rx_waiting && room_locked(u)) {
+        u->rx_waiting = false;
+        if (u->rx_notify)
+            u->rx_notify(u->rx_notify_opaque);
+    }
+}
+
+static void rx_clear(UartRegs *r)
+{
+    r->rx_count = r->rx_head = 0;
+    r->lsr &= ~LSR_DR;
+}
+
 static void rx_push(Uart *u, uint8_t byte)
 {
     UartRegs *r = &u->r;
-    if (r->rx_count == UART_FIFO_SIZE) {
+    if (r->rx_count >= uart_rx_capacity(r)) {
+        /* Overrun: the FIFO keeps its bytes and the new one is lost; without FIFO the
+         * new byte overwrites the holding register. */
         r->lsr |= LSR_OE;
+        if (!(r->fcr & FCR_ENABLE))
+            r->rx_fifo[(r->rx_head + r->rx_count - 1) % UART_FIFO_SIZE] = byte;
         return;
     }
     r->rx_fifo[(r->rx_head + r->rx_count) % UART_FIFO_SIZE] = byte;
@@ -79,9 +125,21 @@ static uint8_t rx_pop(Uart *u)
         return 0;
     uint8_t byte = r->rx_fifo[r->rx_head];
     r->rx_head = (r->rx_head + 1) % UART_FIFO_SIZE;
-    if (--r->rx_count == 0)
+    if (--r->rx_count == 0) {
         r->lsr &= ~LSR_DR;
+        r->rx_head = 0;
+    }
     return byte;
+}
+
+/* The modem inputs (MSR bits 4-7): the lines, or in loopback the MCR outputs
+ * (RTS -> CTS, DTR -> DSR, OUT1 -> RI, OUT2 -> DCD). */
+static uint8_t modem_inputs(const UartRegs *r)
+{
+    if (r->mcr & MCR_LOOP)
+        return (uint8_t)(((r->mcr & 0x02) << 3) | ((r->mcr & 0x01) << 5) |
+                         ((r->mcr & 0x0c) << 4));
+    return r->msr & 0xf0;
 }
 
 void uart_init(Uart *u, Chardev *out, UartIrqFunc set_irq, void *irq_opaque)
@@ -114,7 +172,7 @@ static void write_reg(Uart *u, unsigned reg, uint8_t v)
         }
         if (r->mcr & MCR_LOOP)
             rx_push(u, v);
-        else
+        else if (u->out)
             chardev_write(u->out, &v, 1);
         /* The byte leaves at once: THR is empty again. */
         r->thr_interrupt = true;
@@ -129,19 +187,29 @@ static void write_reg(Uart *u, unsigned reg, uint8_t v)
             r->thr_interrupt = true;
         r->ier = v & 0x0f;
         break;
-    case REG_IIR_FCR:
-        r->fcr = v & 0xc9;
-        if (v & FCR_CLEAR_RX) {
-            r->rx_count = r->rx_head = 0;
-            r->lsr &= ~LSR_DR;
-        }
+    case REG_IIR_FCR: {
+        /* The other bits are written only together with bit 0 (FIFO enable);
+         * changing bit 0 empties the FIFOs. */
+        uint8_t fcr = (v & FCR_ENABLE) ? (v & FCR_KEPT) : 0;
+        if ((v & FCR_CLEAR_RX) || ((fcr ^ r->fcr) & FCR_ENABLE))
+            rx_clear(r);
+        r->fcr = fcr;
         break;
+    }
     case REG_LCR:
         r->lcr = v;
         break;
-    case REG_MCR:
+    case REG_MCR: {
+        uint8_t before = modem_inputs(r);
         r->mcr = v & 0x1f;
+        uint8_t after = modem_inputs(r);
+        uint8_t changed = before ^ after;
+        /* Delta bits: CTS, DSR and DCD changed; RI went from on to off. */
+        r->msr |= (uint8_t)(((changed & 0x10) ? 0x01 : 0) | ((changed & 0x20) ? 0x02 : 0) |
+                            ((before & 0x40) && !(after & 0x40) ? 0x04 : 0) |
+                            ((changed & 0x80) ? 0x08 : 0));
         break;
+    }
     case REG_SCR:
         r->scr = v;
         break;
@@ -177,14 +245,11 @@ static uint8_t read_reg(Uart *u, unsigned reg)
         break;
     case REG_LSR:
         v = r->lsr;
-        r->lsr &= ~LSR_OE;
+        r->lsr &= ~LSR_ERRORS; /* reading LSR clears the error bits */
         break;
     case REG_MSR:
-        if (r->mcr & MCR_LOOP) /* loopback: modem outputs feed the inputs */
-            v = (uint8_t)(((r->mcr & 0x0c) << 4) | ((r->mcr & 0x01) << 5) |
-                          ((r->mcr & 0x02) << 3));
-        else
-            v = r->msr;
+        v = (uint8_t)(modem_inputs(r) | (r->msr & 0x0f));
+        r->msr &= 0xf0; /* reading MSR clears the delta bits */
         break;
     case REG_SCR:
         v = r->scr;
@@ -207,16 +272,58 @@ void uart_pio(void *opaque, uint16_t port, bool is_write, uint8_t *data, unsigne
         if (!is_write)
             data[i] = 0xff;
     update_irq(u);
+    maybe_notify(u);
     g_mutex_unlock(&u->lock);
+}
+
+void uart_set_rx_notify(Uart *u, UartRxNotifyFunc fn, void *opaque)
+{
+    g_mutex_lock(&u->lock);
+    u->rx_notify = fn;
+    u->rx_notify_opaque = opaque;
+    g_mutex_unlock(&u->lock);
+}
+
+size_t uart_rx_room(Uart *u)
+{
+    g_mutex_lock(&u->lock);
+    size_t room = room_locked(u);
+    if (!room)
+        u->rx_waiting = true;
+    g_mutex_unlock(&u->lock);
+    return room;
 }
 
 size_t uart_receive(Uart *u, const uint8_t *buf, size_t len)
 {
-    size_t n;
     g_mutex_lock(&u->lock);
-    for (n = 0; n < len && u->r.rx_count < UART_FIFO_SIZE; n++)
-        rx_push(u, buf[n]);
+    size_t n = MIN(len, room_locked(u));
+    for (size_t i = 0; i < n; i++)
+        rx_push(u, buf[i]);
+    if (n < len)
+        u->rx_waiting = true;
     update_irq(u);
     g_mutex_unlock(&u->lock);
     return n;
+}
+
+void uart_set_rx_hold(Uart *u, bool hold)
+{
+    g_mutex_lock(&u->lock);
+    u->rx_hold = hold;
+    maybe_notify(u);
+    g_mutex_unlock(&u->lock);
+}
+
+void uart_load_regs(Uart *u, const UartRegs *regs, int irq_level)
+{
+    g_mutex_lock(&u->lock);
+    u->r = *regs;
+    u->irq_level = irq_level;
+    /* The irqchip (restored before) holds the line's state, but KVM's per-source line
+     * level is not part of it: drive the line again so that both agree. */
+    if (u->set_irq)
+        u->set_irq(u->irq_opaque, irq_level);
+    maybe_notify(u);
+    g_mutex_unlock(&u->lock);
 }

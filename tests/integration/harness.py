@@ -145,12 +145,23 @@ class Qmp:
 
 
 class Vm:
-    """A `vmsnap run` (or restore) process with its serial output in a file."""
+    """A `vmsnap run` (or restore) process with its serial output in a file.
+
+    serial: the --serial spec (default file:<workdir>/<name>.serial). With "stdio" the
+    process's stdout goes to that file; with "file:PATH,..." serial() reads PATH.
+    stdin: what the process reads as stdin (default /dev/null), e.g. subprocess.PIPE
+    (then self.proc.stdin is the pipe)."""
 
     def __init__(self, workdir, args=None, memory="64M", cpus=1, append=None,
-                 command="run", extra=None, name="vm", qmp=True, wait_qmp=True, env=None):
+                 command="run", extra=None, name="vm", qmp=True, wait_qmp=True, env=None,
+                 serial=None, stdin=None):
         self.workdir = workdir
         self.serial_path = os.path.join(workdir, name + ".serial")
+        if serial is None:
+            serial = "file:" + self.serial_path
+        elif serial.startswith("file:"):
+            self.serial_path = serial[5:].split(",")[0]
+        self.serial_spec = serial
         self.qmp_path = os.path.join(workdir, name + ".qmp") if qmp else None
         self.stderr_path = os.path.join(workdir, name + ".stderr")
         argv = [VMSNAP, command]
@@ -158,7 +169,7 @@ class Vm:
             argv += ["--memory", str(memory), "--cpus", str(cpus)]
             if append is not None:
                 argv += ["--append", append]
-        argv += ["--serial", "file:" + self.serial_path]
+        argv += ["--serial", serial]
         if self.qmp_path:
             argv += ["--qmp", "unix:" + self.qmp_path]
         argv += list(args or []) + list(extra or [])
@@ -167,8 +178,11 @@ class Vm:
             os.unlink(self.qmp_path)  # a killed VM leaves its socket behind
         self.stderr = open(self.stderr_path, "wb")
         penv = dict(os.environ, **env) if env else None
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL, env=penv)
+        self.stdout = open(self.serial_path, "wb") if serial == "stdio" else None
+        self.proc = subprocess.Popen(argv, stdout=self.stdout or subprocess.DEVNULL,
+                                     stderr=self.stderr,
+                                     stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                     env=penv)
         self._qmp = None
         if self.qmp_path and wait_qmp:
             wait_for(lambda: os.path.exists(self.qmp_path) or self.proc.poll() is not None,
@@ -283,6 +297,13 @@ class Vm:
         if self._qmp:
             self._qmp.close()
             self._qmp = None
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        if self.stdout:
+            self.stdout.close()
         self.stderr.close()
 
 

@@ -48,7 +48,7 @@ def test_bad_values(workdir, vms):
     expect_usage_error(["--cpus", "0"], "--cpus: '0' is not a whole number from 1 to 32")
     expect_usage_error(["--cpus", "two"], "--cpus: 'two'")
     expect_usage_error(["--cpus", "33"], "--cpus: '33'")
-    expect_usage_error(["--serial", "tcp:1"], "serial: 'tcp:1' is not stdio, file:PATH or none")
+    expect_usage_error(["--serial", "tcp:1"], "--serial: unknown backend 'tcp' in 'tcp:1'")
     expect_usage_error(["--qmp", "/tmp/x"], "--qmp: '/tmp/x' is not unix:PATH")
     expect_usage_error(["--uuid", "nope"], "--uuid: 'nope' is not a UUID")
     expect_usage_error(["--memory-backend", "hugetlb"], "'hugetlb' is not anon or memfd")

@@ -56,7 +56,7 @@ static TestVm *tvm_new(unsigned cpus, bool boot)
     g_assert_no_error(error);
     t->vm->notice = on_notice;
     t->vm->notice_opaque = t;
-    g_assert_true(chardev_open(&t->serial, "none", &error));
+    g_assert_true(chardev_open(&t->serial, "none", 0, &error));
     uart_init(&t->uart, &t->serial, uart_irq, t->vm);
     g_assert_true(pio_register(&t->vm->pio, UART_COM1_BASE, 8, uart_pio, &t->uart, "serial"));
     if (boot) {
