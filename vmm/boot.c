@@ -39,6 +39,24 @@ static bool vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, 
     return false;
 }
 
+void boot_sregs_tables(struct kvm_sregs *s, uint16_t tss, uint64_t gdt_base, uint16_t gdt_limit)
+{
+    s->es = s->fs = s->gs = s->ss = s->ds;
+    memset(&s->tr, 0, sizeof(s->tr));
+    s->tr.selector = tss;
+    s->tr.limit = 0xffff;
+    s->tr.type = 0xb; /* busy TSS: VM entry checks want one */
+    s->tr.present = 1;
+    memset(&s->ldt, 0, sizeof(s->ldt));
+    s->ldt.type = 0x2;
+    s->ldt.present = 1;
+    s->ldt.limit = 0xffff;
+    s->gdt.base = gdt_base;
+    s->gdt.limit = gdt_limit;
+    s->idt.base = 0;
+    s->idt.limit = 0;
+}
+
 static bool setup_vcpu(Vcpu *v, const MultibootImage *img, GError **error)
 {
     struct kvm_sregs sregs;
@@ -53,20 +71,7 @@ static bool setup_vcpu(Vcpu *v, const MultibootImage *img, GError **error)
         return false;
     flat_segment(&sregs.cs, GDT_CODE32, 0xb);
     flat_segment(&sregs.ds, GDT_DATA32, 0x3);
-    sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-    memset(&sregs.tr, 0, sizeof(sregs.tr));
-    sregs.tr.selector = GDT_TSS;
-    sregs.tr.limit = 0xffff;
-    sregs.tr.type = 0xb;
-    sregs.tr.present = 1;
-    memset(&sregs.ldt, 0, sizeof(sregs.ldt));
-    sregs.ldt.type = 0x2;
-    sregs.ldt.present = 1;
-    sregs.ldt.limit = 0xffff;
-    sregs.gdt.base = BOOT_GDT_ADDR;
-    sregs.gdt.limit = sizeof(boot_gdt) - 1;
-    sregs.idt.base = 0;
-    sregs.idt.limit = 0;
+    boot_sregs_tables(&sregs, GDT_TSS, BOOT_GDT_ADDR, sizeof(boot_gdt) - 1);
     sregs.cr0 = 0x11; /* PE | ET; paging off */
     sregs.cr3 = 0;
     sregs.cr4 = 0;

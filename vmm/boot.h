@@ -12,3 +12,7 @@
  * multiboot v1 spec (flat segments, paging off, interrupts off, EAX/EBX set).
  * Application processors are made runnable directly: no INIT/SIPI needed. */
 bool boot_multiboot_vcpus(Vm *vm, const MultibootImage *img, GError **error);
+
+/* The parts of a boot vCPU's sregs every entry mode shares: ES/FS/GS/SS copied from
+ * DS, TR a busy TSS at selector `tss`, an empty LDT, the GDT, no IDT. */
+void boot_sregs_tables(struct kvm_sregs *s, uint16_t tss, uint64_t gdt_base, uint16_t gdt_limit);

@@ -1,5 +1,7 @@
 #include "boot_linux.h"
 
+#include "boot.h"
+#include "image_error.h"
 #include "multiboot.h"
 #include "vmlinux.h"
 
@@ -20,16 +22,6 @@ static const uint64_t linux_gdt[] = {
     0x00008b000000ffffull, /* 0x20: busy TSS at 0 (only to satisfy entry checks) */
     0,                     /*       its upper half (a 64-bit system descriptor) */
 };
-
-static G_GNUC_PRINTF(3, 4) bool fail(GError **error, const char *what, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", what, msg);
-    return false;
-}
 
 bool linux_detect(const uint8_t *image, size_t len, LinuxKind *kind)
 {
@@ -76,20 +68,20 @@ static bool place_initrd(GuestRam *ram, const uint8_t *initrd, size_t initrd_len
                          GError **error)
 {
     if (initrd_len == 0)
-        return fail(error, initrd_what, "the initrd is empty");
+        return image_fail(error, initrd_what, "the initrd is empty");
     uint64_t top = MIN((uint64_t)addr_max + 1, ram->blocks[0].size);
     if (initrd_len > top)
-        return fail(error, initrd_what, "the initrd (%zu bytes) is larger than the RAM below "
+        return image_fail(error, initrd_what, "the initrd (%zu bytes) is larger than the RAM below "
                     "0x%" G_GINT64_MODIFIER "x", initrd_len, top);
     uint64_t addr = (top - initrd_len) & ~0xfffull;
     if (addr < out->kernel_end)
-        return fail(error, initrd_what, "the initrd (%zu bytes) does not fit between the kernel "
+        return image_fail(error, initrd_what, "the initrd (%zu bytes) does not fit between the kernel "
                     "(ends at 0x%" G_GINT64_MODIFIER "x) and 0x%" G_GINT64_MODIFIER "x (the end "
                     "of low RAM or initrd_addr_max); add --memory", initrd_len,
                     out->kernel_end, top);
     uint8_t *dst = ram_ptr(ram, addr, initrd_len);
     if (!dst)
-        return fail(error, initrd_what, "no guest RAM at 0x%" G_GINT64_MODIFIER "x", addr);
+        return image_fail(error, initrd_what, "no guest RAM at 0x%" G_GINT64_MODIFIER "x", addr);
     memcpy(dst, initrd, initrd_len);
     out->initrd_addr = addr;
     out->initrd_size = initrd_len;
@@ -120,11 +112,11 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
         cmdline = "";
     LinuxKind kind;
     if (!linux_detect(image, len, &kind))
-        return fail(error, what, "neither a bzImage (no \"HdrS\" at 0x202) nor an x86-64 "
+        return image_fail(error, what, "neither a bzImage (no \"HdrS\" at 0x202) nor an x86-64 "
                     "vmlinux ELF64");
     out->n_e820 = e820_build(ram, out->e820);
     if (!out->n_e820)
-        return fail(error, what, "guest RAM (%" G_GUINT64_FORMAT " KiB) must be larger than "
+        return image_fail(error, what, "guest RAM (%" G_GUINT64_FORMAT " KiB) must be larger than "
                     "1 MiB", ram->total >> 10);
 
     uint32_t cmdline_size, initrd_max;
@@ -139,7 +131,7 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
             addr = (addr + bz.kernel_alignment - 1) & ~((uint64_t)bz.kernel_alignment - 1);
         uint8_t *dst = ram_ptr(ram, addr, bz.init_size);
         if (!dst)
-            return fail(error, what, "the kernel needs 0x%" G_GINT64_MODIFIER "x-0x%"
+            return image_fail(error, what, "the kernel needs 0x%" G_GINT64_MODIFIER "x-0x%"
                         G_GINT64_MODIFIER "x (init_size 0x%x), beyond the low RAM block "
                         "(%" G_GUINT64_FORMAT " MiB); add --memory", addr, addr + bz.init_size,
                         bz.init_size, ram->blocks[0].size >> 20);
@@ -168,7 +160,7 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
     size_t cl = strlen(cmdline);
     size_t cl_max = MIN((size_t)cmdline_size, (size_t)LINUX_CMDLINE_MAX - 1);
     if (cl > cl_max)
-        return fail(error, what, "the command line is %zu bytes; this kernel takes at most %zu "
+        return image_fail(error, what, "the command line is %zu bytes; this kernel takes at most %zu "
                     "(cmdline_size)", cl, cl_max);
     if (initrd && !place_initrd(ram, initrd, initrd_len, initrd_what, initrd_max, out, error))
         return false;
@@ -177,7 +169,7 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
     uint8_t *cmd = ram_ptr(ram, LINUX_CMDLINE_ADDR, LINUX_CMDLINE_MAX);
     uint8_t *gdt = ram_ptr(ram, LINUX_GDT_ADDR, sizeof(linux_gdt));
     if (!zp || !cmd || !gdt)
-        return fail(error, what, "no guest RAM for the boot data");
+        return image_fail(error, what, "no guest RAM for the boot data");
     memset(zp, 0, LINUX_ZP_SIZE);
     if (kind == LINUX_KIND_BZIMAGE)
         memcpy(zp + LINUX_HDR_OFFSET, image + LINUX_HDR_OFFSET, bz.hdr_end - LINUX_HDR_OFFSET);
@@ -232,20 +224,7 @@ bool boot_linux_vcpus(Vm *vm, const LinuxBoot *lb, GError **error)
         return false;
     segment(&sregs.cs, LINUX_BOOT_CS, 0xb, true);
     segment(&sregs.ds, LINUX_BOOT_DS, 0x3, false);
-    sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-    memset(&sregs.tr, 0, sizeof(sregs.tr));
-    sregs.tr.selector = LINUX_BOOT_TSS;
-    sregs.tr.limit = 0xffff;
-    sregs.tr.type = 0xb;
-    sregs.tr.present = 1;
-    memset(&sregs.ldt, 0, sizeof(sregs.ldt));
-    sregs.ldt.type = 0x2;
-    sregs.ldt.present = 1;
-    sregs.ldt.limit = 0xffff;
-    sregs.gdt.base = LINUX_GDT_ADDR;
-    sregs.gdt.limit = sizeof(linux_gdt) - 1;
-    sregs.idt.base = 0;
-    sregs.idt.limit = 0;
+    boot_sregs_tables(&sregs, LINUX_BOOT_TSS, LINUX_GDT_ADDR, sizeof(linux_gdt) - 1);
     sregs.cr0 = 0x80000031ull; /* PG | NE | ET | PE */
     sregs.cr3 = LINUX_PML4_ADDR;
     sregs.cr4 = 0x20;          /* PAE */

@@ -1,5 +1,7 @@
 #include "multiboot.h"
 
+#include "image_error.h"
+
 #include "config.h"
 
 #include <elf.h>
@@ -73,39 +75,29 @@ long multiboot_find_header(const uint8_t *image, size_t len)
     return -1;
 }
 
-static G_GNUC_PRINTF(3, 4) bool fail(GError **error, const char *what, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", what, msg);
-    return false;
-}
-
 /* Copies file bytes [off, off+filesz) to guest [paddr, paddr+memsz), zero filling the rest. */
 static bool place_segment(GuestRam *ram, const uint8_t *image, size_t len, uint64_t off,
                           uint64_t filesz, uint64_t paddr, uint64_t memsz, const char *what,
                           const char *seg, GError **error)
 {
     if (filesz > memsz)
-        return fail(error, what, "%s: file size 0x%" G_GINT64_MODIFIER "x exceeds memory size 0x%"
+        return image_fail(error, what, "%s: file size 0x%" G_GINT64_MODIFIER "x exceeds memory size 0x%"
                     G_GINT64_MODIFIER "x", seg, filesz, memsz);
     if (off > len || filesz > len - off)
-        return fail(error, what, "%s: file range 0x%" G_GINT64_MODIFIER "x+0x%" G_GINT64_MODIFIER
+        return image_fail(error, what, "%s: file range 0x%" G_GINT64_MODIFIER "x+0x%" G_GINT64_MODIFIER
                     "x is beyond the end of the file (%zu bytes)", seg, off, filesz, len);
     if (paddr + memsz > UINT32_MAX + 1ull)
-        return fail(error, what, "%s: 0x%" G_GINT64_MODIFIER "x+0x%" G_GINT64_MODIFIER
+        return image_fail(error, what, "%s: 0x%" G_GINT64_MODIFIER "x+0x%" G_GINT64_MODIFIER
                     "x is above 4 GiB", seg, paddr, memsz);
     if (memsz == 0)
         return true;
     if (paddr < BOOT_INFO_END && paddr + memsz > BOOT_GDT_ADDR)
-        return fail(error, what, "%s: 0x%" G_GINT64_MODIFIER "x-0x%" G_GINT64_MODIFIER
+        return image_fail(error, what, "%s: 0x%" G_GINT64_MODIFIER "x-0x%" G_GINT64_MODIFIER
                     "x overlaps the boot information area 0x%x-0x%x", seg, paddr,
                     paddr + memsz, BOOT_GDT_ADDR, BOOT_INFO_END);
     uint8_t *dst = ram_ptr(ram, paddr, memsz);
     if (!dst)
-        return fail(error, what, "%s: 0x%" G_GINT64_MODIFIER "x-0x%" G_GINT64_MODIFIER
+        return image_fail(error, what, "%s: 0x%" G_GINT64_MODIFIER "x-0x%" G_GINT64_MODIFIER
                     "x does not fit in guest RAM (%" G_GUINT64_FORMAT " MiB)", seg, paddr,
                     paddr + memsz, ram->total >> 20);
     memcpy(dst, image + off, filesz);
@@ -118,23 +110,23 @@ static bool load_elf32(const uint8_t *image, size_t len, const char *what, Guest
 {
     Elf32_Ehdr eh;
     if (len < sizeof(eh))
-        return fail(error, what, "truncated ELF header (%zu bytes)", len);
+        return image_fail(error, what, "truncated ELF header (%zu bytes)", len);
     memcpy(&eh, image, sizeof(eh));
     if (eh.e_ident[EI_CLASS] == ELFCLASS64)
-        return fail(error, what, "is an ELF64 image; a multiboot v1 kernel must be ELF32 "
+        return image_fail(error, what, "is an ELF64 image; a multiboot v1 kernel must be ELF32 "
                     "(or use the a.out kludge)");
     if (eh.e_ident[EI_CLASS] != ELFCLASS32 || eh.e_ident[EI_DATA] != ELFDATA2LSB)
-        return fail(error, what, "not a little-endian ELF32 image");
+        return image_fail(error, what, "not a little-endian ELF32 image");
     if (eh.e_machine != EM_386)
-        return fail(error, what, "ELF e_machine is %u, expected %u (i386)", eh.e_machine,
+        return image_fail(error, what, "ELF e_machine is %u, expected %u (i386)", eh.e_machine,
                     EM_386);
     if (eh.e_phentsize != sizeof(Elf32_Phdr))
-        return fail(error, what, "ELF e_phentsize is %u, expected %zu", eh.e_phentsize,
+        return image_fail(error, what, "ELF e_phentsize is %u, expected %zu", eh.e_phentsize,
                     sizeof(Elf32_Phdr));
     if (eh.e_phnum == 0 || eh.e_phnum > 64)
-        return fail(error, what, "ELF has %u program headers (expected 1..64)", eh.e_phnum);
+        return image_fail(error, what, "ELF has %u program headers (expected 1..64)", eh.e_phnum);
     if (eh.e_phoff > len || (uint64_t)eh.e_phnum * sizeof(Elf32_Phdr) > len - eh.e_phoff)
-        return fail(error, what, "ELF program headers at offset 0x%x run past the end of the file",
+        return image_fail(error, what, "ELF program headers at offset 0x%x run past the end of the file",
                     eh.e_phoff);
 
     uint64_t low = UINT64_MAX, high = 0;
@@ -154,9 +146,9 @@ static bool load_elf32(const uint8_t *image, size_t len, const char *what, Guest
         loaded++;
     }
     if (!loaded)
-        return fail(error, what, "ELF has no loadable segment");
+        return image_fail(error, what, "ELF has no loadable segment");
     if (eh.e_entry < low || eh.e_entry >= high)
-        return fail(error, what, "entry point 0x%x is outside the loaded image 0x%" G_GINT64_MODIFIER
+        return image_fail(error, what, "entry point 0x%x is outside the loaded image 0x%" G_GINT64_MODIFIER
                     "x-0x%" G_GINT64_MODIFIER "x", eh.e_entry, low, high);
     out->entry = eh.e_entry;
     out->load_low = (uint32_t)low;
@@ -168,22 +160,22 @@ static bool load_aout_kludge(const uint8_t *image, size_t len, long hoff, const 
                              const char *what, GuestRam *ram, MultibootImage *out, GError **error)
 {
     if ((size_t)hoff + sizeof(*h) > len)
-        return fail(error, what, "multiboot header at offset 0x%lx is truncated", hoff);
+        return image_fail(error, what, "multiboot header at offset 0x%lx is truncated", hoff);
     if (h->load_addr > h->header_addr)
-        return fail(error, what, "multiboot load_addr 0x%x is above header_addr 0x%x",
+        return image_fail(error, what, "multiboot load_addr 0x%x is above header_addr 0x%x",
                     h->load_addr, h->header_addr);
     uint64_t file_start = (uint64_t)hoff - (h->header_addr - h->load_addr);
     if ((uint64_t)hoff < h->header_addr - h->load_addr)
-        return fail(error, what, "multiboot header_addr/load_addr put the image before the file");
+        return image_fail(error, what, "multiboot header_addr/load_addr put the image before the file");
     uint64_t load_end = h->load_end_addr ? h->load_end_addr : h->load_addr + (len - file_start);
     uint64_t bss_end = h->bss_end_addr ? h->bss_end_addr : load_end;
     if (load_end < h->load_addr || bss_end < load_end)
-        return fail(error, what, "multiboot load_end_addr/bss_end_addr are inconsistent");
+        return image_fail(error, what, "multiboot load_end_addr/bss_end_addr are inconsistent");
     if (!place_segment(ram, image, len, file_start, load_end - h->load_addr, h->load_addr,
                        bss_end - h->load_addr, what, "a.out image", error))
         return false;
     if (h->entry_addr < h->load_addr || h->entry_addr >= bss_end)
-        return fail(error, what, "multiboot entry_addr 0x%x is outside the image", h->entry_addr);
+        return image_fail(error, what, "multiboot entry_addr 0x%x is outside the image", h->entry_addr);
     out->entry = h->entry_addr;
     out->load_low = h->load_addr;
     out->load_high = (uint32_t)bss_end;
@@ -196,16 +188,16 @@ static bool build_info(GuestRam *ram, const char *cmdline, const char *what, Mul
 {
     size_t cl = strlen(cmdline);
     if (cl >= BOOT_INFO_CMDLINE_MAX)
-        return fail(error, what, "command line is %zu bytes, at most %u fit", cl,
+        return image_fail(error, what, "command line is %zu bytes, at most %u fit", cl,
                     BOOT_INFO_CMDLINE_MAX - 1);
     uint8_t *area = ram_ptr(ram, BOOT_INFO_BASE, BOOT_INFO_END - BOOT_INFO_BASE);
     if (!area)
-        return fail(error, what, "guest RAM is too small for the boot information");
+        return image_fail(error, what, "guest RAM is too small for the boot information");
     memset(area, 0, BOOT_INFO_END - BOOT_INFO_BASE);
 
     const RamBlock *low = &ram->blocks[0];
     if (low->size <= HIGH_MEM_START)
-        return fail(error, what, "guest RAM (%" G_GUINT64_FORMAT " KiB) must be larger than 1 MiB",
+        return image_fail(error, what, "guest RAM (%" G_GUINT64_FORMAT " KiB) must be larger than 1 MiB",
                     ram->total >> 10);
 
     struct mb_mmap_entry map[4];
@@ -245,7 +237,7 @@ bool multiboot_load(const uint8_t *image, size_t len, const char *what, const ch
     memset(out, 0, sizeof(*out));
     long hoff = multiboot_find_header(image, len);
     if (hoff < 0)
-        return fail(error, what, "no multiboot v1 header (magic 0x%08X with a valid checksum) in "
+        return image_fail(error, what, "no multiboot v1 header (magic 0x%08X with a valid checksum) in "
                     "the first %u bytes", MULTIBOOT_HEADER_MAGIC, MULTIBOOT_SEARCH);
     struct mb_header h = { 0 };
     memcpy(&h, image + hoff, MIN(sizeof(h), len - (size_t)hoff));
@@ -254,7 +246,7 @@ bool multiboot_load(const uint8_t *image, size_t len, const char *what, const ch
     /* Bits 0-15 are requirements: refuse what we cannot provide. */
     uint32_t unsupported = h.flags & 0xFFFFu & ~(MBH_PAGE_ALIGN | MBH_MEMORY_INFO | MBH_VIDEO_MODE);
     if (unsupported)
-        return fail(error, what, "multiboot header at offset 0x%lx requires unsupported features "
+        return image_fail(error, what, "multiboot header at offset 0x%lx requires unsupported features "
                     "(flags 0x%08x)", hoff, unsupported);
 
     bool ok = (h.flags & MBH_AOUT_KLUDGE)

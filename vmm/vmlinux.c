@@ -1,20 +1,12 @@
 #include "vmlinux.h"
 
+#include "image_error.h"
+
 #include <elf.h>
 #include <string.h>
 
 #define VMLINUX_MIN_PADDR 0x100000ull
 #define VMLINUX_MAX_PHDRS 64u
-
-static G_GNUC_PRINTF(3, 4) bool fail(GError **error, const char *what, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", what, msg);
-    return false;
-}
 
 bool vmlinux_detect(const uint8_t *image, size_t len)
 {
@@ -31,20 +23,20 @@ bool vmlinux_load(const uint8_t *image, size_t len, const char *what, GuestRam *
 {
     memset(out, 0, sizeof(*out));
     if (!vmlinux_detect(image, len))
-        return fail(error, what, "not a little-endian x86-64 ELF64 image");
+        return image_fail(error, what, "not a little-endian x86-64 ELF64 image");
     Elf64_Ehdr eh;
     memcpy(&eh, image, sizeof(eh));
     if (eh.e_type != ET_EXEC)
-        return fail(error, what, "ELF e_type is %u, expected %u (an executable vmlinux)",
+        return image_fail(error, what, "ELF e_type is %u, expected %u (an executable vmlinux)",
                     eh.e_type, ET_EXEC);
     if (eh.e_phentsize != sizeof(Elf64_Phdr))
-        return fail(error, what, "ELF e_phentsize is %u, expected %zu", eh.e_phentsize,
+        return image_fail(error, what, "ELF e_phentsize is %u, expected %zu", eh.e_phentsize,
                     sizeof(Elf64_Phdr));
     if (eh.e_phnum == 0 || eh.e_phnum > VMLINUX_MAX_PHDRS)
-        return fail(error, what, "ELF has %u program headers (expected 1..%u)", eh.e_phnum,
+        return image_fail(error, what, "ELF has %u program headers (expected 1..%u)", eh.e_phnum,
                     VMLINUX_MAX_PHDRS);
     if (eh.e_phoff > len || (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > len - eh.e_phoff)
-        return fail(error, what, "ELF program headers at offset 0x%" G_GINT64_MODIFIER
+        return image_fail(error, what, "ELF program headers at offset 0x%" G_GINT64_MODIFIER
                     "x run past the end of the file", (uint64_t)eh.e_phoff);
 
     uint64_t low = UINT64_MAX, high = 0, entry = 0;
@@ -55,20 +47,20 @@ bool vmlinux_load(const uint8_t *image, size_t len, const char *what, GuestRam *
         if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
             continue;
         if (ph.p_filesz > ph.p_memsz)
-            return fail(error, what, "program header %u: p_filesz 0x%" G_GINT64_MODIFIER
+            return image_fail(error, what, "program header %u: p_filesz 0x%" G_GINT64_MODIFIER
                         "x exceeds p_memsz 0x%" G_GINT64_MODIFIER "x", i,
                         (uint64_t)ph.p_filesz, (uint64_t)ph.p_memsz);
         if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset)
-            return fail(error, what, "program header %u: file range 0x%" G_GINT64_MODIFIER
+            return image_fail(error, what, "program header %u: file range 0x%" G_GINT64_MODIFIER
                         "x+0x%" G_GINT64_MODIFIER "x is beyond the end of the file (%zu bytes)",
                         i, (uint64_t)ph.p_offset, (uint64_t)ph.p_filesz, len);
         if (ph.p_paddr < VMLINUX_MIN_PADDR)
-            return fail(error, what, "program header %u: p_paddr 0x%" G_GINT64_MODIFIER
+            return image_fail(error, what, "program header %u: p_paddr 0x%" G_GINT64_MODIFIER
                         "x is below 1 MiB, where the VMM keeps the boot data", i,
                         (uint64_t)ph.p_paddr);
         uint8_t *dst = ram_ptr(ram, ph.p_paddr, ph.p_memsz);
         if (!dst)
-            return fail(error, what, "program header %u: 0x%" G_GINT64_MODIFIER "x-0x%"
+            return image_fail(error, what, "program header %u: 0x%" G_GINT64_MODIFIER "x-0x%"
                         G_GINT64_MODIFIER "x does not fit in guest RAM (%" G_GUINT64_FORMAT
                         " MiB)", i, (uint64_t)ph.p_paddr, (uint64_t)(ph.p_paddr + ph.p_memsz),
                         ram->total >> 20);
@@ -88,9 +80,9 @@ bool vmlinux_load(const uint8_t *image, size_t len, const char *what, GuestRam *
         }
     }
     if (high == 0)
-        return fail(error, what, "ELF has no loadable segment");
+        return image_fail(error, what, "ELF has no loadable segment");
     if (!entry_found)
-        return fail(error, what, "entry point 0x%" G_GINT64_MODIFIER "x is in no loaded segment",
+        return image_fail(error, what, "entry point 0x%" G_GINT64_MODIFIER "x is in no loaded segment",
                     (uint64_t)eh.e_entry);
     out->entry = entry;
     out->load_low = low;
