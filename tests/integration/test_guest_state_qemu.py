@@ -351,7 +351,7 @@ def rate(a, b, key, slot=None):
     return (vb - va) / (b["time"] - a["time"])
 
 
-def healthy_run(vm, ncpus, seconds=10.0):
+def healthy_run(vm, ncpus, seconds=6.0):
     """Boot, then `seconds` of heartbeats with no F; counters advance; echo."""
     vm.boot()
     s0 = vm.status()
@@ -614,9 +614,9 @@ def audit():
 
 def main():
     cases = [
-        ("1 vCPU (%s): A, heartbeats for 10 s, no F, counters advance, COM1 echo" % ACCEL,
+        ("1 vCPU (%s): A, heartbeats for 6 s, no F, counters advance, COM1 echo" % ACCEL,
          case_one_cpu, dict(smp=1)),
-        ("2 vCPUs probed by INIT/SIPI: AP, IPI ping-pong, both timers, no F for 10 s, echo",
+        ("2 vCPUs probed by INIT/SIPI: AP, IPI ping-pong, both timers, no F for 6 s, echo",
          case_two_cpus, dict(smp=2)),
         ("cpus=2 hz=250 pithz=50 maxjump=90000 dirty=32 dirtyrate=200 (+ ignored tokens)",
          case_params, dict(smp=2, append="noise cpus=2 hz=250 pithz=50 maxjump=90000 "
