@@ -29,7 +29,7 @@ static void flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type)
     s->g = 1;
 }
 
-static bool vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, GError **error)
+bool boot_vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, GError **error)
 {
     if (ioctl(v->fd, req, arg) == 0)
         return true;
@@ -64,10 +64,10 @@ static bool setup_vcpu(Vcpu *v, const MultibootImage *img, GError **error)
     if (v->index > 0) {
         /* With the in-kernel LAPIC an AP waits for INIT/SIPI; start it directly. */
         struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
-        if (!vcpu_ioctl(v, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE", error))
+        if (!boot_vcpu_ioctl(v, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE", error))
             return false;
     }
-    if (!vcpu_ioctl(v, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", error))
+    if (!boot_vcpu_ioctl(v, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", error))
         return false;
     flat_segment(&sregs.cs, GDT_CODE32, 0xb);
     flat_segment(&sregs.ds, GDT_DATA32, 0x3);
@@ -76,7 +76,7 @@ static bool setup_vcpu(Vcpu *v, const MultibootImage *img, GError **error)
     sregs.cr3 = 0;
     sregs.cr4 = 0;
     sregs.efer = 0;
-    if (!vcpu_ioctl(v, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS", error))
+    if (!boot_vcpu_ioctl(v, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS", error))
         return false;
 
     struct kvm_regs regs = {
@@ -88,7 +88,7 @@ static bool setup_vcpu(Vcpu *v, const MultibootImage *img, GError **error)
         .rdx = v->vm->n_vcpus,
         .rsi = VMSNAP_BOOT_MAGIC,
     };
-    return vcpu_ioctl(v, KVM_SET_REGS, &regs, "KVM_SET_REGS", error);
+    return boot_vcpu_ioctl(v, KVM_SET_REGS, &regs, "KVM_SET_REGS", error);
 }
 
 bool boot_multiboot_vcpus(Vm *vm, const MultibootImage *img, GError **error)

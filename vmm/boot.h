@@ -13,6 +13,9 @@
  * Application processors are made runnable directly: no INIT/SIPI needed. */
 bool boot_multiboot_vcpus(Vm *vm, const MultibootImage *img, GError **error);
 
+/* ioctl(v->fd, req, arg); false with "WHAT on vCPU N failed: errno text". */
+bool boot_vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, GError **error);
+
 /* The parts of a boot vCPU's sregs every entry mode shares: ES/FS/GS/SS copied from
  * DS, TR a busy TSS at selector `tss`, an empty LDT, the GDT, no IDT. */
 void boot_sregs_tables(struct kvm_sregs *s, uint16_t tss, uint64_t gdt_base, uint16_t gdt_limit);

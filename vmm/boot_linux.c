@@ -191,16 +191,6 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
     return build_page_tables(ram, error);
 }
 
-static bool vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, GError **error)
-{
-    if (ioctl(v->fd, req, arg) == 0)
-        return true;
-    int err = errno;
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s on vCPU %u failed: %s", what,
-                v->index, g_strerror(err));
-    return false;
-}
-
 static void segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code64)
 {
     memset(s, 0, sizeof(*s));
@@ -220,7 +210,7 @@ bool boot_linux_vcpus(Vm *vm, const LinuxBoot *lb, GError **error)
     Vcpu *v = &vm->vcpus[0];
     struct kvm_sregs sregs;
 
-    if (!vcpu_ioctl(v, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", error))
+    if (!boot_vcpu_ioctl(v, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", error))
         return false;
     segment(&sregs.cs, LINUX_BOOT_CS, 0xb, true);
     segment(&sregs.ds, LINUX_BOOT_DS, 0x3, false);
@@ -229,12 +219,12 @@ bool boot_linux_vcpus(Vm *vm, const LinuxBoot *lb, GError **error)
     sregs.cr3 = LINUX_PML4_ADDR;
     sregs.cr4 = 0x20;          /* PAE */
     sregs.efer = 0x500;        /* LME | LMA */
-    if (!vcpu_ioctl(v, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS", error))
+    if (!boot_vcpu_ioctl(v, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS", error))
         return false;
     struct kvm_regs regs = {
         .rflags = 0x2,
         .rip = lb->entry,
         .rsi = LINUX_ZERO_PAGE,
     };
-    return vcpu_ioctl(v, KVM_SET_REGS, &regs, "KVM_SET_REGS", error);
+    return boot_vcpu_ioctl(v, KVM_SET_REGS, &regs, "KVM_SET_REGS", error);
 }
