@@ -27,7 +27,9 @@ pause request); the guest-visible one starts at the STOP event (after the vCPUs 
 parked) and ends when the destination runs, so it includes the destination's load
 time but not a slow vCPU kick. Under QEMU the guest zeroes its range in a pre-pass
 (clear=1, docs/GUEST.md) and -m 4G leaves only ~3 GiB below 4 GiB (PCI hole) for the
-walk, so paced runs and 4G runs do not dirty exactly the same set under both VMMs.
+walk, so 4G runs do not dirty exactly the same set under both VMMs. Paced runs start
+their warm-up when the guest's status block says pass 1 has begun (under QEMU the
+pre-pass takes seconds at 1 GiB and only writes zero pages).
 
 usage: bench/migration.py [--sizes 150M,1G,4G] [--runs 5] [--variants unpaced,paced]
                           [--pace 100] [--quick] [--vmsnap PATH] [--elf PATH]
@@ -76,6 +78,7 @@ def one_run(a, work, kind, size, append, downtime_limit):
             # a paced pass of a large VM lasts minutes: run a few seconds after 'A'
             vmpair.wait_serial(src, lambda t: t.startswith("A"), 60, "A on the source",
                                bad="E")
+            vmpair.wait_walking(src, 60 + 30 * size_bytes(size) / GIB)
             time.sleep(a.warmup)
         else:
             vmpair.wait_serial(src, lambda t: t.count("B") >= 2,

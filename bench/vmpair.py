@@ -96,6 +96,15 @@ class QemuVm:
     def status(self):
         return self.qmp.cmd("query-status")["status"]
 
+    def read_u32(self, gpa):
+        """A little-endian u32 of guest memory, through pmemsave."""
+        path = os.path.join(self.workdir, "pmem.%d" % os.getpid())
+        self.qmp.cmd("pmemsave", {"val": gpa, "size": 4, "filename": path})
+        with open(path, "rb") as f:
+            data = f.read()
+        os.unlink(path)
+        return int.from_bytes(data, "little")
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -120,6 +129,20 @@ def vmsnap_vm(workdir, name, memory, append=None, cpus=1, kernel=None, incoming=
                     env=env)
     vm.t_spawn = t_spawn  # before the process starts, as QemuVm's
     return vm
+
+
+DIRTY_FLAGS_GPA = 0xF03C  # guest/dirty status block flags (docs/GUEST.md)
+DIRTY_FLAG_WALKING = 1 << 2  # vCPU 0 has begun pass 1 (the clearing pre-pass is over)
+
+
+def wait_walking(vm, timeout):
+    """Waits until guest/dirty really dirties: under QEMU it first zeroes its range
+    (clear=1), which only writes zero pages for seconds at 1 GiB and more."""
+    deadline = time.monotonic() + timeout
+    while not vm.read_u32(DIRTY_FLAGS_GPA) & DIRTY_FLAG_WALKING:
+        if vm.proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchFailure("guest/dirty did not begin pass 1 within %ds" % timeout)
+        time.sleep(0.05)
 
 
 def wait_serial(vm, predicate, timeout, what, bad=None):

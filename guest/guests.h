@@ -49,6 +49,7 @@ extern const unsigned int vmsnap_guest_dirty_elf_len;
 
 #define VMSNAP_DIRTY_FLAG_VMSNAP  (1u << 0) /* entered with ESI = 'VMSN' */
 #define VMSNAP_DIRTY_FLAG_CLEARED (1u << 1) /* range zeroed before pass 1 (clear=1) */
+#define VMSNAP_DIRTY_FLAG_WALKING (1u << 2) /* vCPU 0 began pass 1 (pre-pass done) */
 
 /* Per-vCPU slot i at VMSNAP_DIRTY_OFF_SLOTS + i * VMSNAP_DIRTY_SLOT_SIZE. */
 #define VMSNAP_DIRTY_SLOT_STATE      0u
