@@ -271,7 +271,9 @@ static gpointer receive_thread(gpointer data)
         if (ram_discard(&m->vm->ram, &discard_error))
             receiver_assume_zeroed(in->rx);
         g_clear_error(&discard_error);
+        ram_prefer_huge_pages(&m->vm->ram, false);
         receiver_run(in->rx, &in->error);
+        ram_prefer_huge_pages(&m->vm->ram, true);
     }
     machine_call_in_main(m, G_PRIORITY_DEFAULT, incoming_finished, m, NULL);
     return NULL;

@@ -101,6 +101,15 @@ bool ram_discard(GuestRam *ram, GError **error)
     return true;
 }
 
+void ram_prefer_huge_pages(GuestRam *ram, bool huge)
+{
+    for (unsigned i = 0; i < ram->n_blocks; i++) {
+        RamBlock *b = &ram->blocks[i];
+        if (b->host && b->backing == RAM_BACKING_ANON)
+            (void)madvise(b->host, b->size, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    }
+}
+
 bool ram_alloc(GuestRam *ram, RamBacking backing, GError **error)
 {
     for (unsigned i = 0; i < ram->n_blocks; i++) {
