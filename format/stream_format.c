@@ -246,9 +246,20 @@ bool stream_channel_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const ch
 
 /* ---- record header and checksum ---- */
 
-static uint64_t record_seed(uint32_t type, uint32_t seq)
+uint64_t stream_record_seed(uint32_t type, uint32_t seq)
 {
     return (uint64_t)type << 32 | seq;
+}
+
+void stream_record_header_store(uint32_t type, uint32_t seq, uint32_t length, uint64_t checksum,
+                                uint8_t out[STREAM_RECORD_HEADER])
+{
+    g_assert(length <= STREAM_MAX_PAYLOAD);
+    le32_store(out + RH_TYPE, type);
+    le32_store(out + RH_SEQ, seq);
+    le32_store(out + RH_LENGTH, length);
+    le32_store(out + RH_RESERVED, 0);
+    le64_store(out + RH_CHECKSUM, checksum);
 }
 
 void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *payload,
@@ -258,11 +269,11 @@ void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *
     uint64_t sum;
     if (iovcnt == 1) {
         len = payload[0].iov_len;
-        sum = XXH3_64bits_withSeed(payload[0].iov_base, len, record_seed(type, seq));
+        sum = XXH3_64bits_withSeed(payload[0].iov_base, len, stream_record_seed(type, seq));
     } else {
         XXH3_state_t *st = XXH3_createState();
         g_assert(st != NULL);
-        XXH3_64bits_reset_withSeed(st, record_seed(type, seq));
+        XXH3_64bits_reset_withSeed(st, stream_record_seed(type, seq));
         for (int i = 0; i < iovcnt; i++) {
             XXH3_64bits_update(st, payload[i].iov_base, payload[i].iov_len);
             len += payload[i].iov_len;
@@ -271,11 +282,7 @@ void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *
         XXH3_freeState(st);
     }
     g_assert(len <= STREAM_MAX_PAYLOAD);
-    le32_store(out + RH_TYPE, type);
-    le32_store(out + RH_SEQ, seq);
-    le32_store(out + RH_LENGTH, (uint32_t)len);
-    le32_store(out + RH_RESERVED, 0);
-    le64_store(out + RH_CHECKSUM, sum);
+    stream_record_header_store(type, seq, (uint32_t)len, sum, out);
 }
 
 bool stream_record_header_decode(const uint8_t in[STREAM_RECORD_HEADER], const char *what,
@@ -306,7 +313,7 @@ bool stream_record_header_decode(const uint8_t in[STREAM_RECORD_HEADER], const c
 bool stream_record_check(const StreamRecordHeader *h, const void *payload, const char *what,
                          uint32_t channel, uint64_t offset, GError **error)
 {
-    uint64_t sum = XXH3_64bits_withSeed(payload, h->length, record_seed(h->type, h->seq));
+    uint64_t sum = XXH3_64bits_withSeed(payload, h->length, stream_record_seed(h->type, h->seq));
     if (sum != h->checksum) {
         return stream_record_error(error, FORMAT_ERROR_CORRUPT, what, channel, h->seq, h->type,
                                    offset,

@@ -75,6 +75,11 @@ typedef struct StreamRecordHeader {
  * computed over them, seeded with type and seq). */
 void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *payload,
                                int iovcnt, uint8_t out[STREAM_RECORD_HEADER]);
+/* The checksum seed of record (type, seq), and the header of a record whose payload
+ * checksum the caller computed itself (XXH3-64 with that seed, e.g. while copying). */
+uint64_t stream_record_seed(uint32_t type, uint32_t seq);
+void stream_record_header_store(uint32_t type, uint32_t seq, uint32_t length, uint64_t checksum,
+                                uint8_t out[STREAM_RECORD_HEADER]);
 /* Decodes and bounds the header (type known, reserved 0, length <= max). */
 bool stream_record_header_decode(const uint8_t in[STREAM_RECORD_HEADER], const char *what,
                                  uint32_t channel, uint64_t offset, StreamRecordHeader *h,

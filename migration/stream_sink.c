@@ -39,13 +39,9 @@ static bool chunk(void *worker, const ScanChunk *c, uint64_t *bytes, GError **er
     StreamWorker *w = worker;
     const VmsnapRamBlock *b = &w->ss->base.vm->blocks[c->block];
     uint64_t before = stream_writer_bytes(w->w);
-    for (uint64_t i = 0; i < c->count; i++) {
-        if (!((c->sel[i / 64] >> (i % 64)) & 1))
-            continue;
-        uint64_t page = c->first + i;
-        if (!stream_writer_page(w->w, c->block, page, b->host + page * b->page_size, error))
-            return false;
-    }
+    if (!stream_writer_chunk(w->w, c->block, c->first, (uint32_t)c->count, c->sel, c->zero,
+                             b->host + c->first * b->page_size, error))
+        return false;
     uint64_t after = stream_writer_bytes(w->w);
     *bytes = after - before;
     __atomic_fetch_add(&w->ss->base.progress->written_bytes, after - before, __ATOMIC_RELAXED);

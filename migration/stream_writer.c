@@ -2,6 +2,14 @@
 #include "stream_writer.h"
 
 #include <string.h>
+#include <xxhash.h>
+
+/* Pages per PAGES record in a live pass (a divisor of 64): the copy buffer, 128 KiB,
+ * stays in L2 until the checksum and the socket write have read it. Measured with a
+ * 1 GiB guest dirtying at full speed (bench/migration.py): with 1024-page records
+ * the copies ran at ~1.4 GB/s instead of ~12 and the migration did not converge;
+ * 32 pages: 2.4-2.9 s; 64: 9-41 s; 8 and 16 were not better than 32. */
+#define STREAM_COPY_PAGES 32u
 
 struct StreamWriter {
     VStream *s;
@@ -9,6 +17,7 @@ struct StreamWriter {
     uint32_t page_size;
     uint32_t seq;
     StreamChain *chain;
+    XXH3_state_t *hash;  /* stream_writer_chunk(): checksum while copying */
     uint64_t bytes;
     uint64_t data_pages, zero_pages;
     bool zero_copy;
@@ -21,6 +30,7 @@ struct StreamWriter {
     uint64_t zero[STREAM_MAX_BATCH / 64];
     uint32_t ndata;
     uint8_t *copy;                      /* copy mode: ndata pages, in order */
+    uint8_t *chunk_copy;                /* stream_writer_chunk(): STREAM_COPY_PAGES */
     const void *refs[STREAM_MAX_BATCH]; /* zero-copy mode */
     struct iovec iov[STREAM_MAX_BATCH + 2];
 };
@@ -32,6 +42,8 @@ StreamWriter *stream_writer_new(VStream *s, uint32_t channel, uint32_t page_size
     w->channel = channel;
     w->page_size = page_size ? page_size : FORMAT_PAGE_SIZE;
     w->chain = stream_chain_new();
+    w->hash = XXH3_createState();
+    g_assert(w->hash != NULL);
     return w;
 }
 
@@ -40,7 +52,9 @@ void stream_writer_free(StreamWriter *w)
     if (!w)
         return;
     stream_chain_free(w->chain);
+    XXH3_freeState(w->hash);
     g_free(w->copy);
+    g_free(w->chunk_copy);
     g_free(w);
 }
 
@@ -102,6 +116,21 @@ bool stream_writer_channel_header(StreamWriter *w, const uint8_t session[16], GE
     return true;
 }
 
+/* Writes a record whose header hdr carries checksum sum; iov[1..n] is the payload. */
+static bool emit_record(StreamWriter *w, uint32_t type, uint8_t *hdr, uint64_t sum,
+                        struct iovec *iov, int n, GError **error)
+{
+    iov[0] = (struct iovec){ hdr, STREAM_RECORD_HEADER };
+    if (!write_iov(w, iov, n + 1, error)) {
+        g_prefix_error(error, "record %u (%s) on channel %u: ", w->seq, stream_record_name(type),
+                       w->channel);
+        return false;
+    }
+    stream_chain_add(w->chain, sum);
+    w->seq++;
+    return true;
+}
+
 /* Writes a record; iov[0] is free for the record header, the payload is iov[1..n]. */
 static bool send_record(StreamWriter *w, uint32_t type, struct iovec *iov, int n, GError **error)
 {
@@ -119,15 +148,18 @@ static bool send_record(StreamWriter *w, uint32_t type, struct iovec *iov, int n
     stream_record_header_make(type, w->seq, iov + 1, n, hdr);
     uint64_t sum;
     memcpy(&sum, hdr + 16, 8);
-    iov[0] = (struct iovec){ hdr, sizeof(hdr) };
-    if (!write_iov(w, iov, n + 1, error)) {
-        g_prefix_error(error, "record %u (%s) on channel %u: ", w->seq, stream_record_name(type),
-                       w->channel);
-        return false;
-    }
-    stream_chain_add(w->chain, GUINT64_FROM_LE(sum));
-    w->seq++;
-    return true;
+    return emit_record(w, type, hdr, GUINT64_FROM_LE(sum), iov, n, error);
+}
+
+/* Appends a page to the vectors after the prefix (iov[1]); pages adjacent in memory
+ * go out as one vector. */
+static void iov_add_page(struct iovec *iov, int *n, const void *page, size_t ps)
+{
+    if (*n > 2 && (const uint8_t *)iov[*n - 1].iov_base + iov[*n - 1].iov_len ==
+                      (const uint8_t *)page)
+        iov[*n - 1].iov_len += ps;
+    else
+        iov[(*n)++] = (struct iovec){ (void *)page, ps };
 }
 
 bool stream_writer_flush_pages(StreamWriter *w, GError **error)
@@ -143,14 +175,8 @@ bool stream_writer_flush_pages(StreamWriter *w, GError **error)
     if (!w->zero_copy && w->ndata) {
         iov[n++] = (struct iovec){ w->copy, (size_t)w->ndata * ps };
     } else {
-        for (uint32_t i = 0; i < w->ndata; i++) {
-            /* Pages adjacent in memory go out as one vector. */
-            if (n > 2 && (const uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len ==
-                             (const uint8_t *)w->refs[i])
-                iov[n - 1].iov_len += ps;
-            else
-                iov[n++] = (struct iovec){ (void *)w->refs[i], ps };
-        }
+        for (uint32_t i = 0; i < w->ndata; i++)
+            iov_add_page(iov, &n, w->refs[i], ps);
     }
     w->pending = false;
     return send_record(w, STREAM_REC_PAGES, iov, n - 1, error);
@@ -210,6 +236,93 @@ bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const vo
     memcpy(w->copy + (size_t)w->ndata * ps, data, ps);
     w->ndata++;
     w->data_pages++;
+    return true;
+}
+
+/* One PAGES record of pages [first, first + npages): sent/zero are its bitmap words,
+ * base points at page `first`. */
+static bool chunk_record(StreamWriter *w, uint32_t block, uint64_t first, uint32_t npages,
+                         const uint64_t *sent, const uint64_t *zero, const uint8_t *base,
+                         GError **error)
+{
+    size_t ps = w->page_size;
+    uint8_t prefix[16 + 16 * (STREAM_MAX_BATCH / 64)];
+    size_t plen = stream_pages_prefix(npages);
+    stream_pages_prefix_encode(block, npages, first, sent, zero, prefix);
+    XXH3_64bits_reset_withSeed(w->hash, stream_record_seed(STREAM_REC_PAGES, w->seq));
+    XXH3_64bits_update(w->hash, prefix, plen);
+
+    struct iovec *iov = w->iov;
+    int n = 1;
+    iov[n++] = (struct iovec){ prefix, plen };
+    uint32_t ndata = 0, nzero = 0;
+    for (uint32_t i = 0; i < npages; i++) {
+        uint64_t bit = 1ull << (i % 64);
+        if (!(sent[i / 64] & bit))
+            continue;
+        if (zero[i / 64] & bit) {
+            nzero++;
+            continue;
+        }
+        const uint8_t *page = base + (size_t)i * ps;
+        if (w->zero_copy) {
+            /* The VM is paused: hash and send the guest's page itself. */
+            XXH3_64bits_update(w->hash, page, ps);
+            iov_add_page(iov, &n, page, ps);
+        } else {
+            /* A live page: copy it, then hash the copy while it is in L1. The guest
+             * may write the page meanwhile: the dirty log has it sent again, so a torn
+             * copy (or the scan's stale zero verdict) is never final. */
+            uint8_t *copy = w->chunk_copy + (size_t)ndata * ps;
+            memcpy(copy, page, ps);
+            XXH3_64bits_update(w->hash, copy, ps);
+        }
+        ndata++;
+    }
+    if (!w->zero_copy && ndata)
+        iov[n++] = (struct iovec){ w->chunk_copy, (size_t)ndata * ps };
+    uint64_t sum = XXH3_64bits_digest(w->hash);
+    uint8_t hdr[STREAM_RECORD_HEADER];
+    stream_record_header_store(STREAM_REC_PAGES, w->seq, (uint32_t)(plen + (size_t)ndata * ps),
+                               sum, hdr);
+    w->data_pages += ndata;
+    w->zero_pages += nzero;
+    return emit_record(w, STREAM_REC_PAGES, hdr, sum, iov, n - 1, error);
+}
+
+static uint32_t bitmap_span(const uint64_t *words, uint32_t nwords)
+{
+    for (uint32_t i = nwords; i-- > 0;)
+        if (words[i])
+            return i * 64 + 64 - (uint32_t)__builtin_clzll(words[i]);
+    return 0;
+}
+
+bool stream_writer_chunk(StreamWriter *w, uint32_t block, uint64_t first, uint32_t count,
+                         const uint64_t *sel, const uint64_t *zero, const uint8_t *base,
+                         GError **error)
+{
+    g_assert(count <= STREAM_MAX_BATCH);
+    if (!stream_writer_flush_pages(w, error))
+        return false;
+    size_t ps = w->page_size;
+    if (w->zero_copy) {
+        uint32_t npages = bitmap_span(sel, (count + 63) / 64);
+        return !npages || chunk_record(w, block, first, npages, sel, zero, base, error);
+    }
+    /* A live pass copies: one record per STREAM_COPY_PAGES pages, so that the copy is
+     * still in L2 when it is hashed and handed to the kernel. */
+    if (!w->chunk_copy)
+        w->chunk_copy = g_malloc((size_t)STREAM_COPY_PAGES * ps);
+    const uint64_t mask = (1ull << STREAM_COPY_PAGES) - 1;
+    for (uint32_t a = 0; a < count; a += STREAM_COPY_PAGES) {
+        uint64_t sent = (sel[a / 64] >> (a % 64)) & mask;
+        uint64_t zw = (zero[a / 64] >> (a % 64)) & mask;
+        uint32_t npages = bitmap_span(&sent, 1);
+        if (npages && !chunk_record(w, block, first + a, npages, &sent, &zw,
+                                    base + (size_t)a * ps, error))
+            return false;
+    }
     return true;
 }
 

@@ -58,6 +58,15 @@ bool stream_writer_end(StreamWriter *w, uint32_t flags, GError **error);
  */
 bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const void *data,
                         GError **error);
+/* Sends pages [first, first + count) of block as one PAGES record (count at most
+ * STREAM_MAX_BATCH): those set in sel, of which those set in zero as zero pages (the
+ * caller's verdict). base points at page `first`. Copy mode copies each data page
+ * and checksums the copy at once (one pass over the page in cache, not three);
+ * zero-copy mode checksums and sends the pages in place. Sends any pending record
+ * first. */
+bool stream_writer_chunk(StreamWriter *w, uint32_t block, uint64_t first, uint32_t count,
+                         const uint64_t *sel, const uint64_t *zero, const uint8_t *base,
+                         GError **error);
 /* Sends the pending PAGES record, if any. */
 bool stream_writer_flush_pages(StreamWriter *w, GError **error);
 void stream_writer_set_zero_copy(StreamWriter *w, bool zero_copy);

@@ -742,6 +742,70 @@ static void test_own_blocks(void)
     receiver_free(r);
 }
 
+/* stream_writer_chunk(): a scanned chunk as PAGES records, the caller's zero verdict,
+ * 32-page records when copying (the copy stays in L2) and one record in place. */
+static void test_writer_chunk(void)
+{
+    for (int zero_copy = 0; zero_copy <= 1; zero_copy++) {
+        Dest src;
+        dest_init(&src);
+        uint8_t *host = src.blocks[0].host;
+        for (uint64_t p = 0; p < 64; p++)
+            memset(host + p * 4096, (int)(p + 1), 4096);
+        uint64_t sel = ~0ull & ~(1ull << 7) & ~(1ull << 40); /* 7 and 40 not sent */
+        uint64_t zero = (1ull << 3) | (1ull << 33);           /* said zero by the scan */
+        memset(host + 3 * 4096, 0, 4096);
+        memset(host + 33 * 4096, 0, 4096);
+
+        g_autoptr(GByteArray) out = g_byte_array_new();
+        VStream *s = vstream_mem_new(out, NULL, "out");
+        g_autoptr(StreamWriter) w = stream_writer_new(s, 0, 4096);
+        stream_writer_set_zero_copy(w, zero_copy);
+        g_autoptr(GError) error = NULL;
+        StreamHeader h = sb_header(1);
+        g_assert_true(stream_writer_header(w, &h, &error));
+        g_assert_true(stream_writer_config(w, 1, NULL, &error));
+        g_assert_true(stream_writer_ram_blocks(w, sb_blocks, SB_BLOCKS, &error));
+        uint32_t before = stream_writer_records(w);
+        g_assert_true(stream_writer_chunk(w, 0, 0, 64, &sel, &zero, host, &error));
+        g_assert_cmpuint(stream_writer_records(w) - before, ==, zero_copy ? 1 : 2);
+        g_assert_cmpuint(stream_writer_zero_pages(w), ==, 2);
+        g_assert_cmpuint(stream_writer_data_pages(w), ==, 60);
+        if (!zero_copy) /* copy mode sent what the page held at the call */
+            memset(host + 5 * 4096, 0x55, 4096);
+        /* Only pages 32..35 of the second window: a record of 4 pages at page 32. */
+        uint64_t sel2 = 0xFull << 32, zero2 = 0;
+        g_assert_true(stream_writer_chunk(w, 0, 0, 64, &sel2, &zero2, host, &error));
+        uint64_t none = 0;
+        g_assert_true(stream_writer_chunk(w, 0, 0, 64, &none, &none, host, &error));
+        g_assert_cmpuint(stream_writer_records(w) - before, ==, zero_copy ? 2 : 3);
+        g_assert_true(stream_writer_sync(w, 1, STREAM_SYNC_FINAL, 0, &error));
+        g_assert_true(stream_writer_end(w, 0, &error));
+        g_assert_no_error(error);
+        vstream_free(s);
+
+        Dest d;
+        dest_init(&d);
+        g_autoptr(GBytes) bytes = g_bytes_new(out->data, out->len);
+        bool ok;
+        Receiver *r = receive(bytes, &d, NULL, &ok, &error);
+        g_assert_no_error(error);
+        g_assert_true(ok);
+        if (!zero_copy)
+            memset(host + 5 * 4096, 6, 4096);
+        for (uint64_t p = 0; p < 64; p++) {
+            const uint8_t *got = d.blocks[0].host + p * 4096;
+            if (p == 7 || p == 40)
+                g_assert_cmpuint(got[0], ==, GARBAGE); /* not sent */
+            else
+                g_assert_cmpmem(got, 4096, host + p * 4096, 4096);
+        }
+        receiver_free(r);
+        dest_clear(&d);
+        dest_clear(&src);
+    }
+}
+
 /* Streams written by StreamWriter: batching, zero detection, both copy modes. */
 static void test_writer(void)
 {
@@ -1722,6 +1786,7 @@ int main(int argc, char **argv)
     g_test_add_func("/stream/receive/good", test_good);
     g_test_add_func("/stream/receive/own-blocks", test_own_blocks);
     g_test_add_func("/stream/writer", test_writer);
+    g_test_add_func("/stream/writer-chunk", test_writer_chunk);
     for (unsigned i = 0; i < G_N_ELEMENTS(refusals); i++) {
         g_autofree char *path = g_strdup_printf("/stream/refuse/%s", refusals[i].name);
         g_test_add_data_func(path, &refusals[i], test_refusal);
