@@ -17,7 +17,7 @@ struct StreamWriter {
     uint32_t page_size;
     uint32_t seq;
     StreamChain *chain;
-    XXH3_state_t *hash;  /* stream_writer_chunk(): checksum while copying */
+    XXH3_state_t *hash; /* stream_writer_chunk(): checksum while copying */
     uint64_t bytes;
     uint64_t data_pages, zero_pages;
     bool zero_copy;
@@ -140,7 +140,8 @@ static bool send_record(StreamWriter *w, uint32_t type, struct iovec *iov, int n
     if (len > STREAM_MAX_PAYLOAD) {
         g_set_error(error, FORMAT_ERROR, FORMAT_ERROR_INVALID,
                     "%s: record %u (%s) on channel %u: payload of %zu bytes is over the limit "
-                    "of %u", w->s->name, w->seq, stream_record_name(type), w->channel, len,
+                    "of %u",
+                    w->s->name, w->seq, stream_record_name(type), w->channel, len,
                     STREAM_MAX_PAYLOAD);
         return false;
     }
@@ -155,8 +156,8 @@ static bool send_record(StreamWriter *w, uint32_t type, struct iovec *iov, int n
  * go out as one vector. */
 static void iov_add_page(struct iovec *iov, int *n, const void *page, size_t ps)
 {
-    if (*n > 2 && (const uint8_t *)iov[*n - 1].iov_base + iov[*n - 1].iov_len ==
-                      (const uint8_t *)page)
+    if (*n > 2 &&
+        (const uint8_t *)iov[*n - 1].iov_base + iov[*n - 1].iov_len == (const uint8_t *)page)
         iov[*n - 1].iov_len += ps;
     else
         iov[(*n)++] = (struct iovec){ (void *)page, ps };
@@ -195,8 +196,8 @@ static bool page_is_zero(const uint8_t *p, size_t len)
 bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const void *data,
                         GError **error)
 {
-    if (w->pending && (block != w->block || page < w->first + w->npages ||
-                       page - w->first >= STREAM_MAX_BATCH)) {
+    if (w->pending &&
+        (block != w->block || page < w->first + w->npages || page - w->first >= STREAM_MAX_BATCH)) {
         if (!stream_writer_flush_pages(w, error))
             return false;
     }
@@ -283,8 +284,8 @@ static bool chunk_record(StreamWriter *w, uint32_t block, uint64_t first, uint32
         iov[n++] = (struct iovec){ w->chunk_copy, (size_t)ndata * ps };
     uint64_t sum = XXH3_64bits_digest(w->hash);
     uint8_t hdr[STREAM_RECORD_HEADER];
-    stream_record_header_store(STREAM_REC_PAGES, w->seq, (uint32_t)(plen + (size_t)ndata * ps),
-                               sum, hdr);
+    stream_record_header_store(STREAM_REC_PAGES, w->seq, (uint32_t)(plen + (size_t)ndata * ps), sum,
+                               hdr);
     w->data_pages += ndata;
     w->zero_pages += nzero;
     return emit_record(w, STREAM_REC_PAGES, hdr, sum, iov, n - 1, error);
@@ -319,8 +320,8 @@ bool stream_writer_chunk(StreamWriter *w, uint32_t block, uint64_t first, uint32
         uint64_t sent = (sel[a / 64] >> (a % 64)) & mask;
         uint64_t zw = (zero[a / 64] >> (a % 64)) & mask;
         uint32_t npages = bitmap_span(&sent, 1);
-        if (npages && !chunk_record(w, block, first + a, npages, &sent, &zw,
-                                    base + (size_t)a * ps, error))
+        if (npages &&
+            !chunk_record(w, block, first + a, npages, &sent, &zw, base + (size_t)a * ps, error))
             return false;
     }
     return true;
@@ -337,8 +338,7 @@ bool stream_writer_record(StreamWriter *w, uint32_t type, const struct iovec *pa
     return send_record(w, type, iov, n, error);
 }
 
-bool stream_writer_config(StreamWriter *w, uint32_t config_version, GBytes *fields,
-                          GError **error)
+bool stream_writer_config(StreamWriter *w, uint32_t config_version, GBytes *fields, GError **error)
 {
     uint8_t prefix[STREAM_CONFIG_PREFIX];
     stream_config_prefix_encode(config_version, prefix);
@@ -361,8 +361,8 @@ bool stream_writer_ram_blocks(StreamWriter *w, const FormatBlock *blocks, unsign
     return stream_writer_record(w, STREAM_REC_RAM_BLOCKS, &iov, 1, error);
 }
 
-bool stream_writer_device(StreamWriter *w, const char *name, uint32_t instance,
-                          uint32_t version, const void *fields, size_t len, GError **error)
+bool stream_writer_device(StreamWriter *w, const char *name, uint32_t instance, uint32_t version,
+                          const void *fields, size_t len, GError **error)
 {
     uint8_t prefix[STREAM_DEVICE_PREFIX];
     stream_device_prefix_encode(instance, version, name, prefix);
