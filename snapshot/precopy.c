@@ -97,6 +97,18 @@ static void converge_step(const VmsnapVm *vm, const PrecopyParams *p, PrecopySta
     vm->ops->throttle(vm->ops->opaque, t);
 }
 
+/* The expected downtime at which to switch over. While passes still shrink the dirty
+ * set, keep a quarter of the limit in hand: the estimate comes from live passes and
+ * the switchover lands where a shrinking sequence first crosses it: without the
+ * margin a 4 GiB guest dirtying at full speed paused 337 ms (median; up to 679) with
+ * a 300 ms limit, with it 96-118 ms, one pass later. Once a pass no longer shrinks
+ * the set by a tenth, the whole limit. */
+static uint64_t switchover_limit_ms(const PrecopyParams *p, uint64_t before, uint64_t after)
+{
+    bool shrinking = after * 10 < before * 9;
+    return shrinking ? p->downtime_limit_ms - p->downtime_limit_ms / 4 : p->downtime_limit_ms;
+}
+
 static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, Dirty *d,
                         GError **error)
 {
@@ -122,6 +134,7 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
     for (uint32_t pass = 1;; pass++) {
         uint64_t t0 = now_us();
         uint64_t sent0 = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+        uint64_t before = count;
         if (!s->ops->pass(s, d->maps, pass, false, count, error))
             return false;
         uint64_t t1 = now_us();
@@ -149,7 +162,8 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "migration cancelled");
             return false;
         }
-        if (expected <= p->downtime_limit_ms || (p->max_passes && pass >= p->max_passes))
+        if (expected <= switchover_limit_ms(p, before, count) ||
+            (p->max_passes && pass >= p->max_passes))
             return true;
         converge_step(vm, p, st, count * page, sent, &strikes);
     }

@@ -1,0 +1,167 @@
+/* The precopy driver (snapshot/precopy.c) with a scripted VM and a sink that only
+ * counts: when it switches over. */
+#include <string.h>
+
+#include "precopy.h"
+
+#define PAGES       10000u
+#define US_PER_PAGE 10 /* the fake sink "sends" at 4096 B / 10 us = ~410 MB/s */
+
+typedef struct Script {
+    /* pages dirty at fetch k (k = 1: after pass 1), 0-terminated; later fetches report
+     * 100 pages, so a driver that misjudges ends with wrong counts instead of hanging */
+    const uint64_t *dirty;
+    unsigned n_dirty;
+    unsigned fetches;
+    unsigned passes; /* pass() calls, the final one included */
+    bool paused;
+    uint64_t final_pages; /* selected pages of the final pass */
+} Script;
+
+static bool fake_dirty_start(void *opaque, GError **error)
+{
+    (void)opaque;
+    (void)error;
+    return true;
+}
+
+static bool fake_dirty_fetch(void *opaque, unsigned block, uint64_t *bitmap, GError **error)
+{
+    (void)block;
+    (void)error;
+    Script *sc = opaque;
+    unsigned k = sc->fetches++; /* fetch 0 re-arms tracking before pass 1 */
+    if (k == 0 || sc->paused)
+        return true;
+    uint64_t n = k <= sc->n_dirty ? sc->dirty[k - 1] : 100;
+    for (uint64_t p = 0; p < n; p++)
+        bitmap[p / 64] |= 1ull << (p % 64);
+    return true;
+}
+
+static void fake_pause(void *opaque)
+{
+    ((Script *)opaque)->paused = true;
+}
+
+static bool sink_begin(SaveSink *s, GError **error)
+{
+    (void)s;
+    (void)error;
+    return true;
+}
+
+static bool sink_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool final,
+                      uint64_t dirty_left, GError **error)
+{
+    (void)pass;
+    (void)dirty_left;
+    (void)error;
+    Script *sc = (Script *)s->vm->ops->opaque;
+    uint64_t n = 0;
+    for (unsigned w = 0; w < (PAGES + 63) / 64; w++)
+        n += (uint64_t)__builtin_popcountll(select[0][w]);
+    sc->passes++;
+    if (final)
+        sc->final_pages = n;
+    g_usleep(n * US_PER_PAGE);
+    __atomic_fetch_add(&s->bytes, n * 4096, __ATOMIC_RELAXED);
+    return true;
+}
+
+static bool sink_finish(SaveSink *s, const DevicePayload *devices, unsigned n_devices,
+                        bool source_running, GError **error)
+{
+    (void)s;
+    (void)devices;
+    (void)n_devices;
+    (void)source_running;
+    (void)error;
+    return true;
+}
+
+static void sink_abort(SaveSink *s)
+{
+    (void)s;
+}
+
+static void sink_free(SaveSink *s)
+{
+    (void)s;
+}
+
+static const SaveSinkOps sink_ops = { sink_begin, sink_pass, sink_finish, sink_abort, sink_free };
+
+/* Runs a live save of a 1-block VM whose fetches report `dirty`; returns the script. */
+static Script run(const uint64_t *dirty, uint64_t limit_ms)
+{
+    static uint8_t host[1]; /* never read by the fake sink */
+    Script sc = { .dirty = dirty };
+    while (dirty[sc.n_dirty])
+        sc.n_dirty++;
+    VmsnapVmOps ops = {
+        .struct_size = sizeof(ops),
+        .dirty_start = fake_dirty_start,
+        .dirty_fetch = fake_dirty_fetch,
+        .pause = fake_pause,
+        .opaque = &sc,
+    };
+    VmsnapRamBlock block = { .name = "ram",
+                             .size = (uint64_t)PAGES * 4096,
+                             .page_size = 4096,
+                             .host = host,
+                             .backing_fd = -1 };
+    VmsnapVm vm = {
+        .struct_size = sizeof(vm), .n_blocks = 1, .blocks = &block, .ops = &ops, .running = true
+    };
+    VmsnapProgress progress = { 0 };
+    SaveSink sink = { .ops = &sink_ops, .vm = &vm, .progress = &progress, .threads = 1 };
+    PrecopyParams p = { .live = true, .downtime_limit_ms = limit_ms };
+    PrecopyState st = { 0 };
+    g_autoptr(GError) error = NULL;
+    g_assert_true(precopy_run(&sink, &p, &st, &error));
+    g_assert_no_error(error);
+    g_assert_true(sc.paused);
+    g_assert_cmpuint(st.pass, ==, sc.passes);
+    return sc;
+}
+
+/* A pass that still shrinks the dirty set keeps a quarter of the limit in hand: 8000
+ * pages (80 ms or more at the measured rate: sleeps only overshoot) fit a 100 ms
+ * limit but not 75 ms, so one more pass runs; that one shrinks the set by less than a
+ * tenth, so the whole limit applies and its 7800 pages are taken. */
+static void test_margin_while_shrinking(void)
+{
+    static const uint64_t dirty[] = { 8000, 7800, 0 };
+    Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.passes, ==, 3); /* 2 live passes, then the final one */
+    g_assert_cmpuint(sc.final_pages, ==, 7800);
+}
+
+/* A set small enough for the margin switches over at once. */
+static void test_fits_margin(void)
+{
+    static const uint64_t dirty[] = { 5000, 0 };
+    Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.passes, ==, 2);
+    g_assert_cmpuint(sc.final_pages, ==, 5000);
+}
+
+/* A guest that re-dirties everything never fits: the driver keeps iterating (here
+ * until the script lets the set fall). */
+static void test_no_fit_keeps_going(void)
+{
+    static const uint64_t dirty[] = { PAGES, PAGES, PAGES, 2000, 0 };
+    Script sc = run(dirty, 50);
+    g_assert_cmpuint(sc.passes, ==, 5);
+    g_assert_cmpuint(sc.final_pages, ==, 2000);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/precopy/switchover/margin-while-shrinking", test_margin_while_shrinking);
+    g_test_add_func("/precopy/switchover/fits-margin", test_fits_margin);
+    g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
+    return g_test_run();
+}
