@@ -742,6 +742,19 @@ static void test_own_blocks(void)
     receiver_free(r);
 }
 
+/* Receives what a writer wrote into d (initialised here); asserts success. */
+static Receiver *receive_written(const GByteArray *out, Dest *d)
+{
+    dest_init(d);
+    g_autoptr(GBytes) bytes = g_bytes_new(out->data, out->len);
+    g_autoptr(GError) error = NULL;
+    bool ok;
+    Receiver *r = receive(bytes, d, NULL, &ok, &error);
+    g_assert_no_error(error);
+    g_assert_true(ok);
+    return r;
+}
+
 /* stream_writer_chunk(): a scanned chunk as PAGES records, the caller's zero verdict,
  * 32-page records when copying (the copy stays in L2) and one record in place. */
 static void test_writer_chunk(void)
@@ -785,12 +798,7 @@ static void test_writer_chunk(void)
         vstream_free(s);
 
         Dest d;
-        dest_init(&d);
-        g_autoptr(GBytes) bytes = g_bytes_new(out->data, out->len);
-        bool ok;
-        Receiver *r = receive(bytes, &d, NULL, &ok, &error);
-        g_assert_no_error(error);
-        g_assert_true(ok);
+        Receiver *r = receive_written(out, &d);
         if (!zero_copy)
             memset(host + 5 * 4096, 6, 4096);
         for (uint64_t p = 0; p < 64; p++) {
@@ -857,12 +865,7 @@ static void test_writer(void)
         vstream_free(s);
 
         Dest d;
-        dest_init(&d);
-        g_autoptr(GBytes) bytes = g_bytes_new(out->data, out->len);
-        bool ok;
-        Receiver *r = receive(bytes, &d, NULL, &ok, &error);
-        g_assert_no_error(error);
-        g_assert_true(ok);
+        Receiver *r = receive_written(out, &d);
         for (unsigned b = 0; b < SB_BLOCKS; b++)
             g_assert_cmpmem(d.blocks[b].host, sb_blocks[b].size, src.blocks[b].host,
                             sb_blocks[b].size);
