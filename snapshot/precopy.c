@@ -97,16 +97,24 @@ static void converge_step(const VmsnapVm *vm, const PrecopyParams *p, PrecopySta
     vm->ops->throttle(vm->ops->opaque, t);
 }
 
-/* The expected downtime at which to switch over. While passes still shrink the dirty
- * set, keep a quarter of the limit in hand: the estimate comes from live passes and
- * the switchover lands where a shrinking sequence first crosses it: without the
- * margin a 4 GiB guest dirtying at full speed paused 337 ms (median; up to 679) with
- * a 300 ms limit, with it 96-118 ms, one pass later. Once a pass no longer shrinks
- * the set by a tenth, the whole limit. */
-static uint64_t switchover_limit_ms(const PrecopyParams *p, uint64_t before, uint64_t after)
+/* Whether to pause now, after a pass that left `after` of the `before` pages it
+ * started with dirty, `expected` ms to send at the measured rate.
+ * - While each pass at least halves the dirty set, one more pass costs less than half
+ *   the last one and leaves less: keep going until the rest takes 1 ms (a paced guest
+ *   paused 4-6 ms after one live pass, ~1 ms after a few more).
+ * - While passes still shrink the set, keep a quarter of the limit in hand: the
+ *   estimate comes from live passes and the switchover lands where a shrinking
+ *   sequence first crosses it; without the margin a 4 GiB guest dirtying at full
+ *   speed paused 337 ms (median; up to 679) with a 300 ms limit, with it 96-118 ms.
+ * - Once a pass no longer shrinks the set by a tenth, the whole limit. */
+static bool switch_over_now(const PrecopyParams *p, uint64_t expected, uint64_t before,
+                            uint64_t after)
 {
+    if (after * 2 <= before && expected > 1)
+        return false;
     bool shrinking = after * 10 < before * 9;
-    return shrinking ? p->downtime_limit_ms - p->downtime_limit_ms / 4 : p->downtime_limit_ms;
+    uint64_t limit = p->downtime_limit_ms;
+    return expected <= (shrinking ? limit - limit / 4 : limit);
 }
 
 static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, Dirty *d,
@@ -162,8 +170,7 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "migration cancelled");
             return false;
         }
-        if (expected <= switchover_limit_ms(p, before, count) ||
-            (p->max_passes && pass >= p->max_passes))
+        if (switch_over_now(p, expected, before, count) || (p->max_passes && pass >= p->max_passes))
             return true;
         converge_step(vm, p, st, count * page, sent, &strikes);
     }

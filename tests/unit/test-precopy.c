@@ -138,23 +138,33 @@ static void test_margin_while_shrinking(void)
     g_assert_cmpuint(sc.final_pages, ==, 7800);
 }
 
-/* A set small enough for the margin switches over at once. */
+/* A set small enough for the margin, and not halved, switches over at once. */
 static void test_fits_margin(void)
 {
-    static const uint64_t dirty[] = { 5000, 0 };
+    static const uint64_t dirty[] = { 6000, 0 };
     Script sc = run(dirty, 100);
     g_assert_cmpuint(sc.passes, ==, 2);
-    g_assert_cmpuint(sc.final_pages, ==, 5000);
+    g_assert_cmpuint(sc.final_pages, ==, 6000);
+}
+
+/* While passes halve the set, more passes run until the rest takes about 1 ms, even
+ * though 4000 pages (40 ms) already fit the limit. */
+static void test_halving_keeps_going(void)
+{
+    static const uint64_t dirty[] = { 4000, 1500, 400, 50, 0 };
+    Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.passes, ==, 5);
+    g_assert_cmpuint(sc.final_pages, ==, 50);
 }
 
 /* A guest that re-dirties everything never fits: the driver keeps iterating (here
  * until the script lets the set fall). */
 static void test_no_fit_keeps_going(void)
 {
-    static const uint64_t dirty[] = { PAGES, PAGES, PAGES, 2000, 0 };
+    static const uint64_t dirty[] = { PAGES, PAGES, PAGES, 2000, 30, 0 };
     Script sc = run(dirty, 50);
-    g_assert_cmpuint(sc.passes, ==, 5);
-    g_assert_cmpuint(sc.final_pages, ==, 2000);
+    g_assert_cmpuint(sc.passes, ==, 6);
+    g_assert_cmpuint(sc.final_pages, ==, 30);
 }
 
 int main(int argc, char **argv)
@@ -162,6 +172,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/precopy/switchover/margin-while-shrinking", test_margin_while_shrinking);
     g_test_add_func("/precopy/switchover/fits-margin", test_fits_margin);
+    g_test_add_func("/precopy/switchover/halving-keeps-going", test_halving_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
     return g_test_run();
 }
