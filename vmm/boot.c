@@ -15,7 +15,7 @@ static const uint64_t boot_gdt[] = {
     0x00008b000000ffffull, /* 0x18: busy 32-bit TSS at 0 (only to satisfy entry checks) */
 };
 
-static void flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type)
+void boot_flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code64)
 {
     memset(s, 0, sizeof(*s));
     s->base = 0;
@@ -24,9 +24,10 @@ static void flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type)
     s->type = type;
     s->present = 1;
     s->dpl = 0;
-    s->db = 1;
     s->s = 1;
     s->g = 1;
+    s->l = code64;
+    s->db = !code64;
 }
 
 bool boot_vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, GError **error)
@@ -69,8 +70,8 @@ static bool setup_vcpu(Vcpu *v, const MultibootImage *img, GError **error)
     }
     if (!boot_vcpu_ioctl(v, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", error))
         return false;
-    flat_segment(&sregs.cs, GDT_CODE32, 0xb);
-    flat_segment(&sregs.ds, GDT_DATA32, 0x3);
+    boot_flat_segment(&sregs.cs, GDT_CODE32, 0xb, false);
+    boot_flat_segment(&sregs.ds, GDT_DATA32, 0x3, false);
     boot_sregs_tables(&sregs, GDT_TSS, BOOT_GDT_ADDR, sizeof(boot_gdt) - 1);
     sregs.cr0 = 0x11; /* PE | ET; paging off */
     sregs.cr3 = 0;

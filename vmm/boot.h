@@ -16,6 +16,10 @@ bool boot_multiboot_vcpus(Vm *vm, const MultibootImage *img, GError **error);
 /* ioctl(v->fd, req, arg); false with "WHAT on vCPU N failed: errno text". */
 bool boot_vcpu_ioctl(Vcpu *v, unsigned long req, void *arg, const char *what, GError **error);
 
+/* A flat 4 GiB ring-0 segment (base 0, page granular, present): 64-bit code when
+ * code64, else 32-bit (D/B set). */
+void boot_flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code64);
+
 /* The parts of a boot vCPU's sregs every entry mode shares: ES/FS/GS/SS copied from
  * DS, TR a busy TSS at selector `tss`, an empty LDT, the GDT, no IDT. */
 void boot_sregs_tables(struct kvm_sregs *s, uint16_t tss, uint64_t gdt_base, uint16_t gdt_limit);

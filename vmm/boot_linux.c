@@ -191,20 +191,6 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
     return build_page_tables(ram, error);
 }
 
-static void segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code64)
-{
-    memset(s, 0, sizeof(*s));
-    s->base = 0;
-    s->limit = 0xffffffffu;
-    s->selector = selector;
-    s->type = type;
-    s->present = 1;
-    s->s = 1;
-    s->g = 1;
-    s->l = code64;
-    s->db = !code64;
-}
-
 bool boot_linux_vcpus(Vm *vm, const LinuxBoot *lb, GError **error)
 {
     Vcpu *v = &vm->vcpus[0];
@@ -212,8 +198,8 @@ bool boot_linux_vcpus(Vm *vm, const LinuxBoot *lb, GError **error)
 
     if (!boot_vcpu_ioctl(v, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", error))
         return false;
-    segment(&sregs.cs, LINUX_BOOT_CS, 0xb, true);
-    segment(&sregs.ds, LINUX_BOOT_DS, 0x3, false);
+    boot_flat_segment(&sregs.cs, LINUX_BOOT_CS, 0xb, true);
+    boot_flat_segment(&sregs.ds, LINUX_BOOT_DS, 0x3, false);
     boot_sregs_tables(&sregs, LINUX_BOOT_TSS, LINUX_GDT_ADDR, sizeof(linux_gdt) - 1);
     sregs.cr0 = 0x80000031ull; /* PG | NE | ET | PE */
     sregs.cr3 = LINUX_PML4_ADDR;
