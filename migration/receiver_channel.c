@@ -2,6 +2,8 @@
  * (docs/PROTOCOL.md sections 2 to 4). */
 #include "receiver_internal.h"
 
+#include "scan.h"
+
 #include <inttypes.h>
 #include <string.h>
 
@@ -198,16 +200,6 @@ static bool barrier(Channel *ch, const StreamRecordHeader *h, GError **error)
     return ok;
 }
 
-static bool page_is_zero(const uint8_t *p, size_t len)
-{
-    const uint64_t *q = (const uint64_t *)p;
-    for (size_t i = 0; i < len / 8; i += 8) {
-        if (q[i] | q[i + 1] | q[i + 2] | q[i + 3] | q[i + 4] | q[i + 5] | q[i + 6] | q[i + 7])
-            return false;
-    }
-    return true;
-}
-
 static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **error)
 {
     Receiver *r = ch->r;
@@ -236,7 +228,7 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
              * unmapped. Otherwise only write when needed: fresh memory costs nothing. */
             bool maybe_dirty = !written || (__atomic_load_n(&written[page / 64], __ATOMIC_RELAXED) &
                                             (1ull << (page % 64)));
-            if (maybe_dirty && !page_is_zero(dst, ps))
+            if (maybe_dirty && !scan_page_is_zero(dst, ps))
                 memset(dst, 0, ps);
         } else {
             memcpy(dst, data, ps);

@@ -1,6 +1,8 @@
 /* Writing one channel of a migration stream (docs/PROTOCOL.md). */
 #include "stream_writer.h"
 
+#include "scan.h"
+
 #include <string.h>
 #include <xxhash.h>
 
@@ -183,16 +185,6 @@ bool stream_writer_flush_pages(StreamWriter *w, GError **error)
     return send_record(w, STREAM_REC_PAGES, iov, n - 1, error);
 }
 
-static bool page_is_zero(const uint8_t *p, size_t len)
-{
-    const uint64_t *q = (const uint64_t *)p;
-    for (size_t i = 0; i < len / 8; i += 8) {
-        if (q[i] | q[i + 1] | q[i + 2] | q[i + 3] | q[i + 4] | q[i + 5] | q[i + 6] | q[i + 7])
-            return false;
-    }
-    return true;
-}
-
 bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const void *data,
                         GError **error)
 {
@@ -215,7 +207,7 @@ bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const vo
     w->sent[i / 64] |= 1ull << (i % 64);
     size_t ps = w->page_size;
     if (w->zero_copy) {
-        if (page_is_zero(data, ps)) {
+        if (scan_page_is_zero(data, ps)) {
             w->zero[i / 64] |= 1ull << (i % 64);
             w->zero_pages++;
         } else {
@@ -227,7 +219,7 @@ bool stream_writer_page(StreamWriter *w, uint32_t block, uint64_t page, const vo
     /* Test in place and copy only data pages. A live guest may write the page
      * meanwhile: the dirty log then has it sent again in the next pass, so a zero
      * verdict or a torn copy is never final. */
-    if (page_is_zero(data, ps)) {
+    if (scan_page_is_zero(data, ps)) {
         w->zero[i / 64] |= 1ull << (i % 64);
         w->zero_pages++;
         return true;
