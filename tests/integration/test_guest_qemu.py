@@ -269,6 +269,8 @@ def case_default(vm):
     check(st["step"] == 1 and st["pace"] == 0 and st["b_every"] >= 1,
           "step/pace/b_every %d/%d/%d" % (st["step"], st["pace"], st["b_every"]))
     check(st["error_page"] == NO_ERROR, "error_page %#x" % st["error_page"])
+    # not booted by vmsnap (bit 0 clear); range cleared (bit 1); pass 1 begun (bit 2)
+    check(st["flags"] == 0x6, "flags %#x, wanted 0x6" % st["flags"])
     s0 = st["slots"][0]
     check(s0["state"] == 1 and s0["passes"] >= 2 * st["b_every"], "slot 0 %r" % s0)
     check(s0["first_page"] == st["start_page"] and s0["end_page"] == st["end_page"],
