@@ -109,6 +109,9 @@ def one_run(a, work, kind, size, append, downtime_limit):
                                bad="E")
         no_e(src, "source")
         no_e(dst, "destination")
+        # vmsnap's per-pass trace (G_MESSAGES_DEBUG=vmsnap), for --verbose
+        res["passlog"] = [ln.split(": ", 1)[-1] for ln in src.stderr_text().splitlines()
+                          if "vmsnap-DEBUG" in ln]
         return res
     except Exception:
         for v in vms:
@@ -146,7 +149,8 @@ def main():
     ap.add_argument("--check-secs", type=float, default=5.0,
                     help="paced: seconds the destination must run without E (or until B)")
     ap.add_argument("--verbose", action="store_true",
-                    help="print each run's event timeline and query-migrate")
+                    help="print each run's event timeline and query-migrate (and vmsnap's "
+                    "per-pass trace when G_MESSAGES_DEBUG=vmsnap)")
     ap.add_argument("--vmms", default="vmsnap,qemu")
     ap.add_argument("--quick", action="store_true", help="1 run, 150M only (smoke test)")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
@@ -208,6 +212,8 @@ def main():
                         if a.verbose:
                             print("    source events: " + "; ".join(r["timeline"]))
                             print("    query-migrate: %s" % r["info"])
+                            for ln in r.get("passlog", []):
+                                print("    " + ln)
                     gbps = [r["mib"] * (1 << 20) / (r["total"] / 1000) / 1e9
                             for r in res if r["total"]]
                     rows.append([label, kind, fmt([r["total"] for r in res]),

@@ -32,6 +32,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
+    /* stdout may carry a stream or the guest's serial port: GLib's debug and info
+     * messages (G_MESSAGES_DEBUG=vmsnap) go to stderr with the rest */
+    g_log_writer_default_set_use_stderr(TRUE);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -1,5 +1,6 @@
 #include "precopy.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 static uint64_t now_us(void)
@@ -164,6 +165,9 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
         set64(&st->remaining_pages, count);
         set64(&st->expected_downtime_ms, expected);
         set32(&st->pass, pass);
+        g_debug("precopy pass %u: %" PRIu64 " pages, %" PRIu64 " bytes in %" PRIu64
+                " us; %" PRIu64 " dirty after (fetch %" PRIu64 " us), expected %" PRIu64 " ms",
+                pass, before, sent, t1 - t0, count, t2 - t1, expected);
         if (p->pass_done)
             p->pass_done(p->opaque, pass);
         if (cancelled(s)) {
