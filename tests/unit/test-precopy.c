@@ -126,23 +126,23 @@ static Script run(const uint64_t *dirty, uint64_t limit_ms)
     return sc;
 }
 
-/* A pass that still shrinks the dirty set keeps a quarter of the limit in hand: 8000
- * pages (80 ms or more at the measured rate: sleeps only overshoot) fit a 100 ms
- * limit but not 75 ms, so one more pass runs; that one shrinks the set by less than a
- * tenth, so the whole limit applies and its 7800 pages are taken. */
+/* A pass that still shrinks the dirty set waits for half the limit: 6000 pages (60 ms
+ * or more at the measured rate: sleeps only overshoot) fit 3/4 of a 100 ms limit but
+ * not half, so one more pass runs; that one shrinks the set by less than a tenth, so
+ * the whole limit applies and its 5800 pages are taken. */
 static void test_margin_while_shrinking(void)
 {
-    static const uint64_t dirty[] = { 8000, 7800, 0 };
+    static const uint64_t dirty[] = { 6000, 5800, 0 };
     Script sc = run(dirty, 100);
     g_assert_cmpuint(sc.passes, ==, 3); /* 2 live passes, then the final one */
-    g_assert_cmpuint(sc.final_pages, ==, 7800);
+    g_assert_cmpuint(sc.final_pages, ==, 5800);
 }
 
 /* A set small enough for the margin, and not halved, switches over at once. */
 static void test_fits_margin(void)
 {
     static const uint64_t dirty[] = { 6000, 0 };
-    Script sc = run(dirty, 100);
+    Script sc = run(dirty, 150);
     g_assert_cmpuint(sc.passes, ==, 2);
     g_assert_cmpuint(sc.final_pages, ==, 6000);
 }
