@@ -135,6 +135,23 @@ DIRTY_FLAGS_GPA = 0xF03C  # guest/dirty status block flags (docs/GUEST.md)
 DIRTY_FLAG_WALKING = 1 << 2  # vCPU 0 has begun pass 1 (the clearing pre-pass is over)
 
 
+DIRTY_SLOT0_GPA = 0xF040  # vCPU 0's slot: +4 passes, +8 first_page, +12 end_page, +16 cursor
+
+
+def pages_walked(vm):
+    """Pages vCPU 0 of guest/dirty has walked since boot: passes x share + cursor. The
+    cursor is read between two reads of the pass counter, so a pass boundary in the
+    middle cannot put it off by a whole pass."""
+    first = vm.read_u32(DIRTY_SLOT0_GPA + 8)
+    share = vm.read_u32(DIRTY_SLOT0_GPA + 12) - first
+    for _ in range(5):
+        passes = vm.read_u32(DIRTY_SLOT0_GPA + 4)
+        cursor = vm.read_u32(DIRTY_SLOT0_GPA + 16)
+        if vm.read_u32(DIRTY_SLOT0_GPA + 4) == passes:
+            break
+    return passes * share + max(0, min(cursor - first, share))
+
+
 def wait_walking(vm, timeout):
     """Waits until guest/dirty really dirties: under QEMU it first zeroes its range
     (clear=1), which only writes zero pages for seconds at 1 GiB and more."""
@@ -194,16 +211,20 @@ def wait_migration(vm, timeout):
 def migrate(src, dst, uri, params, timeout):
     """Migrates src to dst (already listening on uri). Returns a dict of total/reported
     downtime/guest-visible downtime (src STOP to dst RESUME event timestamps), MiB
-    transferred and passes, or None when it did not complete within timeout."""
+    transferred, passes and the guest's walk rate until STOP (pages/s, guest/dirty with
+    one vCPU), or None when it did not complete within timeout."""
     set_migration(src, params)
     dst.qmp  # connect now, so the RESUME event is queued
     src.qmp.events.clear()
+    walked0 = pages_walked(src)
     t0 = time.time()
     src.qmp.cmd("migrate", {"uri": uri})
     info = wait_migration(src, timeout)
     if info is None:
         return None
     stop = src.qmp.wait_event("STOP", timeout=30)
+    # the source is paused from STOP on: its counters are those the destination resumes
+    walk_rate = (pages_walked(src) - walked0) / max(ev_time(stop) - t0, 1e-3)
     resume = dst.qmp.wait_event("RESUME", timeout=60)
     timeline = ["%+.1f ms %s %s" % ((ev_time(e) - t0) * 1000, e["event"], e.get("data", ""))
                 for e in sorted(src.qmp.events + [stop], key=ev_time)]
@@ -212,7 +233,7 @@ def migrate(src, dst, uri, params, timeout):
     return {"total": info.get("total-time", 0), "downtime": info.get("downtime", 0),
             "visible": (ev_time(resume) - ev_time(stop)) * 1000,
             "mib": ram.get("transferred", 0) / (1 << 20),
-            "passes": ram.get("dirty-sync-count", 0), "info": info,
+            "passes": ram.get("dirty-sync-count", 0), "info": info, "walk": walk_rate,
             "timeline": timeline}
 
 
