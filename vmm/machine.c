@@ -379,12 +379,14 @@ bool machine_cont(Machine *m, GError **error)
         break;
     }
     machine_set_state(m, RUN_STATE_RUNNING);
+    /* RESUME first, as QEMU sends it: once the vCPUs run they may take this thread's
+     * CPU (2-CPU hosts), and the event's timestamp would tell of the scheduler. */
+    if (m->qmp)
+        qmp_server_emit_event(m->qmp, "RESUME", NULL);
     if (m->vm->vcpus[0].thread_started) {
         vm_resume(m->vm);
         trace_resume();
     }
-    if (m->qmp)
-        qmp_server_emit_event(m->qmp, "RESUME", NULL);
     return true;
 }
 
