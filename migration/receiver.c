@@ -372,6 +372,11 @@ const VmsnapRamBlock *receiver_ram_blocks(const Receiver *r, unsigned *n)
     return r->dst;
 }
 
+uint64_t receiver_end_us(const Receiver *r)
+{
+    return r->end_us;
+}
+
 bool receiver_source_running(const Receiver *r)
 {
     return r->source_running;

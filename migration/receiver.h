@@ -63,6 +63,8 @@ const ReceivedSection *receiver_devices(const Receiver *r, unsigned *n);
 /* The destination's blocks (those given to receiver_new, or the receiver's own). */
 const VmsnapRamBlock *receiver_ram_blocks(const Receiver *r, unsigned *n);
 bool receiver_source_running(const Receiver *r);
+/* When the main channel's END record was checked (monotonic us), 0 before. */
+uint64_t receiver_end_us(const Receiver *r);
 /* Statistics: passes seen, bytes and pages received (any thread, any time). */
 uint32_t receiver_passes(const Receiver *r);
 uint64_t receiver_bytes(const Receiver *r);

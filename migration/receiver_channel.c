@@ -356,11 +356,13 @@ static bool handle_end(Channel *ch, const StreamRecordHeader *h, uint64_t checks
         return rec_error(ch, h, error,
                          "END chain checksum 0x%016" PRIx64 ", the records give 0x%016" PRIx64,
                          e.chain, chain);
-    if (ch->index == 0)
+    if (ch->index == 0) {
         ch->r->source_running = (e.flags & STREAM_END_SOURCE_RUNNING) != 0;
-    else if (e.flags)
+        ch->r->end_us = (uint64_t)g_get_monotonic_time();
+    } else if (e.flags) {
         return rec_error(ch, h, error, "END flags 0x%x on an extra channel (main channel only)",
                          e.flags);
+    }
     stream_chain_add(ch->chain, checksum);
     ch->offset += STREAM_RECORD_HEADER + h->length;
     ch->seq++;

@@ -48,6 +48,7 @@ struct Receiver {
     GArray *devices;       /* ReceivedSection */
     uint64_t device_bytes;
     bool source_running;
+    uint64_t end_us;       /* the main channel's END was checked */
 
     Channel *ch[STREAM_MAX_CHANNELS];
     unsigned n_channels;

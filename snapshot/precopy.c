@@ -220,10 +220,12 @@ bool precopy_run(SaveSink *s, const PrecopyParams *p, PrecopyState *st, GError *
         set64(&st->paused_us, now_us());
         ops->pause(ops->opaque);
     }
+    uint64_t parked_us = now_us();
     uint32_t final_pass = __atomic_load_n(&st->pass, __ATOMIC_RELAXED) + 1;
     uint64_t left = 0;
     if (live && !dirty_fetch(vm, &d, &left, error))
         goto out;
+    uint64_t fetched_us = now_us();
     if (p->before_switchover) {
         set32(&st->phase, PRECOPY_PRE_SWITCHOVER);
         if (!p->before_switchover(p->opaque, error))
@@ -240,9 +242,15 @@ bool precopy_run(SaveSink *s, const PrecopyParams *p, PrecopyState *st, GError *
         !s->ops->finish(s, devices, vm->n_devices, running, error))
         goto out;
     g_debug("precopy final pass %u: %" PRIu64 " pages, %" PRIu64 " bytes in %" PRIu64
-            " us (%" PRIu64 " us after the pause); devices and end %" PRIu64 " us",
+            " us (pause %" PRIu64 " us, fetch %" PRIu64 " us); devices and end %" PRIu64 " us",
             final_pass, left, __atomic_load_n(&s->bytes, __ATOMIC_RELAXED) - sent0, t1 - t0,
-            st->paused_us ? t0 - st->paused_us : 0, now_us() - t1);
+            st->paused_us ? parked_us - st->paused_us : 0, fetched_us - parked_us,
+            now_us() - t1);
+    /* VMSNAP_TRACE_DOWNTIME=1: monotonic timestamps, to line up with the destination's */
+    if (g_getenv("VMSNAP_TRACE_DOWNTIME"))
+        g_debug("downtime trace: pause %" PRIu64 " parked %" PRIu64 " fetched %" PRIu64
+                " pass-start %" PRIu64 " pass-end %" PRIu64 " end %" PRIu64, st->paused_us,
+                parked_us, fetched_us, t0, t1, now_us());
     set32(&st->phase, PRECOPY_DONE);
     ok = true;
 out:

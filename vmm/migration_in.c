@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -241,12 +242,23 @@ static gboolean incoming_finished(gpointer data)
         return G_SOURCE_REMOVE;
     }
     bool run = receiver_source_running(in->rx) && !m->cfg.paused;
+    uint64_t loaded_us = (uint64_t)g_get_monotonic_time();
     set_in_status(m, MIG_COMPLETED);
     machine_set_state(m, RUN_STATE_PAUSED);
     if (run && !machine_cont(m, &error)) {
         fprintf(stderr, "vmsnap: %s\n", error->message);
         g_error_free(error);
     }
+    uint64_t end_us = receiver_end_us(in->rx), now = (uint64_t)g_get_monotonic_time();
+    g_debug("incoming: stream closed %" PRIu64 " us after its END, main loop %" PRIu64
+            " us later, devices loaded in %" PRIu64 " us, running %" PRIu64 " us later",
+            end_us ? in->ran_us - end_us : 0, in->end_us - in->received_us,
+            loaded_us - in->end_us, now - loaded_us);
+    /* VMSNAP_TRACE_DOWNTIME=1: monotonic timestamps, to line up with the source's */
+    if (g_getenv("VMSNAP_TRACE_DOWNTIME"))
+        g_debug("downtime trace: end-record %" PRIu64 " eof %" PRIu64 " received %" PRIu64
+                " main %" PRIu64 " loaded %" PRIu64 " resumed %" PRIu64, end_us, in->ran_us,
+                in->received_us, in->end_us, loaded_us, now);
     return G_SOURCE_REMOVE;
 }
 
@@ -273,7 +285,9 @@ static gpointer receive_thread(gpointer data)
         g_clear_error(&discard_error);
         ram_prefer_huge_pages(&m->vm->ram, false);
         receiver_run(in->rx, &in->error);
+        in->ran_us = (uint64_t)g_get_monotonic_time();
         ram_prefer_huge_pages(&m->vm->ram, true);
+        in->received_us = (uint64_t)g_get_monotonic_time();
     }
     machine_call_in_main(m, G_PRIORITY_DEFAULT, incoming_finished, m, NULL);
     return NULL;

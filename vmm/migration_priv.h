@@ -46,6 +46,7 @@ typedef struct Incoming {
     struct Receiver *rx;
     GError *error;
     uint64_t start_us, end_us;
+    uint64_t ran_us, received_us; /* the receiver returned, RAM advice done (its thread) */
     bool validate_uuid_failed;
 } Incoming;
 
