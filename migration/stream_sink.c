@@ -129,6 +129,7 @@ static bool ss_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool fi
         .cancel = s->cancel,
         .max_bandwidth = s->max_bandwidth,
         .delay_us = s->delay_us,
+        .first_here = final,
     };
     if (!scan_run(&job, error))
         return false;
