@@ -108,13 +108,16 @@ static void converge_step(const VmsnapVm *vm, const PrecopyParams *p, PrecopySta
  *   pass costs less than the downtime it saves. A 1 GiB guest dirtying at full speed
  *   with a 300 ms limit paused 337 ms (median; up to 679) at the whole limit, 144-197
  *   ms at 3/4 of it, 44-66 ms at half (the same bytes within the noise).
- * - Once a pass no longer shrinks the set by a tenth, the whole limit. */
-static bool switch_over_now(const PrecopyParams *p, uint64_t expected, uint64_t before,
-                            uint64_t after)
+ * - Once a pass no longer shrinks the set by a tenth, the whole limit; and after the
+ *   first pass, which sent all of RAM rather than a dirty set: a guest that dirtied
+ *   most of it during that pass gains nothing from another (150 MiB at full speed:
+ *   one more pass of 150 MiB, the same downtime). */
+static bool switch_over_now(const PrecopyParams *p, uint32_t pass, uint64_t expected,
+                            uint64_t before, uint64_t after)
 {
     if (after * 2 <= before && expected > 1)
         return false;
-    bool shrinking = after * 10 < before * 9;
+    bool shrinking = pass > 1 && after * 10 < before * 9;
     uint64_t limit = p->downtime_limit_ms;
     return expected <= (shrinking ? limit / 2 : limit);
 }
@@ -175,7 +178,7 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "migration cancelled");
             return false;
         }
-        if (switch_over_now(p, expected, before, count) || (p->max_passes && pass >= p->max_passes))
+        if (switch_over_now(p, pass, expected, before, count) || (p->max_passes && pass >= p->max_passes))
             return true;
         converge_step(vm, p, st, count * page, sent, &strikes);
     }

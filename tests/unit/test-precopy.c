@@ -126,25 +126,26 @@ static Script run(const uint64_t *dirty, uint64_t limit_ms)
     return sc;
 }
 
-/* A pass that still shrinks the dirty set waits for half the limit: 6000 pages (60 ms
- * or more at the measured rate: sleeps only overshoot) fit 3/4 of a 100 ms limit but
- * not half, so one more pass runs; that one shrinks the set by less than a tenth, so
- * the whole limit applies and its 5800 pages are taken. */
+/* A pass that still shrinks the dirty set waits for half the limit. 9000 pages (90 ms
+ * or more at the measured rate: sleeps only overshoot) do not fit 80 ms; 5000 pages
+ * (50 ms) fit 3/4 of it but not half, so one more pass runs; that one shrinks the
+ * set by less than a tenth, so the whole limit applies and its 4900 pages are taken. */
 static void test_margin_while_shrinking(void)
 {
-    static const uint64_t dirty[] = { 6000, 5800, 0 };
-    Script sc = run(dirty, 100);
-    g_assert_cmpuint(sc.passes, ==, 3); /* 2 live passes, then the final one */
-    g_assert_cmpuint(sc.final_pages, ==, 5800);
+    static const uint64_t dirty[] = { 9000, 5000, 4900, 0 };
+    Script sc = run(dirty, 80);
+    g_assert_cmpuint(sc.passes, ==, 4); /* 3 live passes, then the final one */
+    g_assert_cmpuint(sc.final_pages, ==, 4900);
 }
 
-/* A set small enough for the margin, and not halved, switches over at once. */
-static void test_fits_margin(void)
+/* The first pass sent all of RAM, not a dirty set: what it leaves is measured against
+ * the whole limit (8000 of 10000 pages would count as shrinking otherwise). */
+static void test_first_pass_whole_limit(void)
 {
-    static const uint64_t dirty[] = { 6000, 0 };
-    Script sc = run(dirty, 150);
+    static const uint64_t dirty[] = { 8000, 7900, 0 };
+    Script sc = run(dirty, 100);
     g_assert_cmpuint(sc.passes, ==, 2);
-    g_assert_cmpuint(sc.final_pages, ==, 6000);
+    g_assert_cmpuint(sc.final_pages, ==, 8000);
 }
 
 /* While passes halve the set, more passes run until the rest takes about 1 ms, even
@@ -171,7 +172,7 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/precopy/switchover/margin-while-shrinking", test_margin_while_shrinking);
-    g_test_add_func("/precopy/switchover/fits-margin", test_fits_margin);
+    g_test_add_func("/precopy/switchover/first-pass-whole-limit", test_first_pass_whole_limit);
     g_test_add_func("/precopy/switchover/halving-keeps-going", test_halving_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
     return g_test_run();
