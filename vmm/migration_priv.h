@@ -46,7 +46,7 @@ typedef struct Incoming {
     struct Receiver *rx;
     GError *error;
     uint64_t start_us, end_us;
-    uint64_t ran_us, received_us; /* the receiver returned, RAM advice done (its thread) */
+    uint64_t ran_us, loaded_us, resumed_us; /* the receive thread's steps (debug) */
     bool validate_uuid_failed;
 } Incoming;
 

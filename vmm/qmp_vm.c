@@ -41,7 +41,9 @@ static JsonNode *cmd_stop(QmpClient *c, JsonObject *args, gpointer opaque, GErro
 {
     Machine *m = opaque;
     if (machine_state(m) == RUN_STATE_INMIGRATE) {
-        /* QEMU: stop during an incoming migration means "do not autostart". */
+        /* QEMU: stop during an incoming migration means "do not autostart" (read by
+         * the receive thread when the stream is in). */
+        __atomic_store_n(&m->cfg.paused, true, __ATOMIC_RELEASE);
         return empty_object();
     }
     if (runstate_is_running(machine_state(m)))

@@ -94,6 +94,34 @@ def test_nonlive_unix(workdir, vms):
     check(info["ram"]["dirty-sync-count"] == 1, "a stopped VM needs one pass: %s" % info)
 
 
+def test_stop_while_incoming(workdir, vms):
+    """QMP stop on a destination still waiting for its stream means "do not autostart"
+    (QEMU): it ends paused. Without it the destination runs at once: migrated on from
+    there, the next destination is running when its migration completes."""
+    need_kvm()
+    src = source(vms, workdir)
+    path = os.path.join(workdir, "mig.sock")
+    dst = start_vm(vms, workdir, memory=MEM, name="dst", extra=["--incoming", "unix:" + path])
+    dst.qmp.cmd("stop")
+    src.save("unix:" + path)
+    wait_for(lambda: dst.qmp.cmd("query-migrate").get("status") == "completed", 30,
+             "the destination to complete")
+    time.sleep(0.3)
+    check(dst.status() == "paused", "stopped while incoming, then %s" % dst.status())
+    offset = len(dst.serial())
+    dst.qmp.cmd("cont")
+    dst.wait_b(2, after=offset)
+    path2 = os.path.join(workdir, "mig2.sock")
+    dst2 = start_vm(vms, workdir, memory=MEM, name="dst2",
+                    extra=["--incoming", "unix:" + path2])
+    dst2.qmp  # connected before the stream ends
+    dst.save("unix:" + path2)
+    wait_for(lambda: dst2.status() == "running", 30, "the second destination to run")
+    offset = len(dst2.serial())
+    dst2.wait_b(2, after=offset)
+    dst2.check_no_e()
+
+
 def test_live_save_file_then_restore(workdir, vms):
     need_kvm()
     src = source(vms, workdir, memory="256M")
@@ -342,7 +370,8 @@ def test_cli_migrate(workdir, vms):
 
 if __name__ == "__main__":
     tests = [live_case(t) for t in ("unix", "tcp", "fd", "exec")]
-    tests += [test_nonlive_unix, test_live_save_file_then_restore, compressed_case("gzip"),
+    tests += [test_nonlive_unix, test_stop_while_incoming, test_live_save_file_then_restore,
+              compressed_case("gzip"),
               compressed_case("zstd")]
     tests += [multifd_case(n) for n in (1, 2, 4)]
     tests += [test_auto_converge, test_cancel_then_migrate_again, test_nothing_listening,
