@@ -169,8 +169,8 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
         set64(&st->remaining_pages, count);
         set64(&st->expected_downtime_ms, expected);
         set32(&st->pass, pass);
-        g_debug("precopy pass %u: %" PRIu64 " pages, %" PRIu64 " bytes in %" PRIu64
-                " us; %" PRIu64 " dirty after (fetch %" PRIu64 " us), expected %" PRIu64 " ms",
+        g_debug("precopy pass %u: %" PRIu64 " pages, %" PRIu64 " bytes in %" PRIu64 " us; %" PRIu64
+                " dirty after (fetch %" PRIu64 " us), expected %" PRIu64 " ms",
                 pass, before, sent, t1 - t0, count, t2 - t1, expected);
         if (p->pass_done)
             p->pass_done(p->opaque, pass);
@@ -178,7 +178,8 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "migration cancelled");
             return false;
         }
-        if (switch_over_now(p, pass, expected, before, count) || (p->max_passes && pass >= p->max_passes))
+        if (switch_over_now(p, pass, expected, before, count) ||
+            (p->max_passes && pass >= p->max_passes))
             return true;
         converge_step(vm, p, st, count * page, sent, &strikes);
     }
@@ -247,13 +248,12 @@ bool precopy_run(SaveSink *s, const PrecopyParams *p, PrecopyState *st, GError *
     g_debug("precopy final pass %u: %" PRIu64 " pages, %" PRIu64 " bytes in %" PRIu64
             " us (pause %" PRIu64 " us, fetch %" PRIu64 " us); devices and end %" PRIu64 " us",
             final_pass, left, __atomic_load_n(&s->bytes, __ATOMIC_RELAXED) - sent0, t1 - t0,
-            st->paused_us ? parked_us - st->paused_us : 0, fetched_us - parked_us,
-            now_us() - t1);
+            st->paused_us ? parked_us - st->paused_us : 0, fetched_us - parked_us, now_us() - t1);
     /* VMSNAP_TRACE_DOWNTIME=1: monotonic timestamps, to line up with the destination's */
     if (g_getenv("VMSNAP_TRACE_DOWNTIME"))
         g_debug("downtime trace: pause %" PRIu64 " parked %" PRIu64 " fetched %" PRIu64
-                " pass-start %" PRIu64 " pass-end %" PRIu64 " end %" PRIu64, st->paused_us,
-                parked_us, fetched_us, t0, t1, now_us());
+                " pass-start %" PRIu64 " pass-end %" PRIu64 " end %" PRIu64,
+                st->paused_us, parked_us, fetched_us, t0, t1, now_us());
     set32(&st->phase, PRECOPY_DONE);
     ok = true;
 out:
