@@ -252,7 +252,6 @@ static gboolean incoming_finished(gpointer data)
 
     g_thread_join(in->thread);
     in->thread = NULL;
-    in->end_us = (uint64_t)g_get_monotonic_time();
     if (in->error) {
         fprintf(stderr, "vmsnap: incoming migration failed: %s\n", in->error->message);
         set_in_status(m, MIG_FAILED);
@@ -356,7 +355,6 @@ bool migration_incoming_start(Machine *m, const char *text, GError **error)
         }
     }
     in->uri = uri;
-    in->start_us = (uint64_t)g_get_monotonic_time();
     set_in_status(m, MIG_SETUP);
     in->thread = g_thread_new("vmsnap-incoming", receive_thread, m);
     return true;
@@ -373,7 +371,6 @@ bool migration_incoming_stream(Machine *m, VStream *s, GError **error)
     }
     in->uri.kind = MIGRATE_URI_EXEC;
     in->main = s;
-    in->start_us = (uint64_t)g_get_monotonic_time();
     set_in_status(m, MIG_SETUP);
     in->thread = g_thread_new("vmsnap-incoming", receive_thread, m);
     return true;

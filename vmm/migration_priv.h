@@ -45,7 +45,6 @@ typedef struct Incoming {
     GThread *thread;
     struct Receiver *rx;
     GError *error;
-    uint64_t start_us, end_us;
     uint64_t ran_us, loaded_us, resumed_us; /* the receive thread's steps (debug) */
     bool validate_uuid_failed;
 } Incoming;

@@ -755,6 +755,23 @@ static Receiver *receive_written(const GByteArray *out, Dest *d)
     return r;
 }
 
+/* A writer on a memory stream into out (*s, freed by the caller), past its header,
+ * CONFIG and RAM_BLOCKS (blocks). */
+static StreamWriter *writer_start(GByteArray *out, bool zero_copy, const FormatBlock *blocks,
+                                  VStream **s)
+{
+    *s = vstream_mem_new(out, NULL, "out");
+    StreamWriter *w = stream_writer_new(*s, 0, 4096);
+    stream_writer_set_zero_copy(w, zero_copy);
+    g_autoptr(GError) error = NULL;
+    StreamHeader h = sb_header(1);
+    g_assert_true(stream_writer_header(w, &h, &error));
+    g_assert_true(stream_writer_config(w, 1, NULL, &error));
+    g_assert_true(stream_writer_ram_blocks(w, blocks, SB_BLOCKS, &error));
+    g_assert_no_error(error);
+    return w;
+}
+
 /* stream_writer_chunk(): a scanned chunk as PAGES records, the caller's zero verdict,
  * 32-page records when copying (the copy stays in L2) and one record in place. */
 static void test_writer_chunk(void)
@@ -771,14 +788,9 @@ static void test_writer_chunk(void)
         memset(host + 33 * 4096, 0, 4096);
 
         g_autoptr(GByteArray) out = g_byte_array_new();
-        VStream *s = vstream_mem_new(out, NULL, "out");
-        g_autoptr(StreamWriter) w = stream_writer_new(s, 0, 4096);
-        stream_writer_set_zero_copy(w, zero_copy);
+        VStream *s;
+        g_autoptr(StreamWriter) w = writer_start(out, zero_copy, sb_blocks, &s);
         g_autoptr(GError) error = NULL;
-        StreamHeader h = sb_header(1);
-        g_assert_true(stream_writer_header(w, &h, &error));
-        g_assert_true(stream_writer_config(w, 1, NULL, &error));
-        g_assert_true(stream_writer_ram_blocks(w, sb_blocks, SB_BLOCKS, &error));
         uint32_t before = stream_writer_records(w);
         g_assert_true(stream_writer_chunk(w, 0, 0, 64, &sel, &zero, host, &error));
         g_assert_cmpuint(stream_writer_records(w) - before, ==, zero_copy ? 1 : 2);
@@ -827,18 +839,13 @@ static void test_writer(void)
         for (uint64_t p = 0; p < 16; p++)
             memset(src.blocks[1].host + p * 4096, (int)(0x80 + p), 4096);
 
-        g_autoptr(GByteArray) out = g_byte_array_new();
-        VStream *s = vstream_mem_new(out, NULL, "out");
-        g_autoptr(StreamWriter) w = stream_writer_new(s, 0, 4096);
-        stream_writer_set_zero_copy(w, zero_copy);
-        g_autoptr(GError) error = NULL;
-        StreamHeader h = sb_header(1);
         FormatBlock moved[SB_BLOCKS];
         memcpy(moved, sb_blocks, sizeof(moved));
         moved[0].pages_offset = 1 << 20; /* ignored: sent as 0 */
-        g_assert_true(stream_writer_header(w, &h, &error));
-        g_assert_true(stream_writer_config(w, 1, NULL, &error));
-        g_assert_true(stream_writer_ram_blocks(w, moved, SB_BLOCKS, &error));
+        g_autoptr(GByteArray) out = g_byte_array_new();
+        VStream *s;
+        g_autoptr(StreamWriter) w = writer_start(out, zero_copy, moved, &s);
+        g_autoptr(GError) error = NULL;
         /* Pass 1: every page, in order. */
         for (uint32_t b = 0; b < SB_BLOCKS; b++)
             for (uint64_t p = 0; p < sb_blocks[b].size / 4096; p++)
