@@ -130,6 +130,8 @@ static bool ss_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool fi
         .max_bandwidth = s->max_bandwidth,
         .delay_us = s->delay_us,
         .first_here = final,
+        .rearm = s->rearm,
+        .rearm_opaque = s->rearm_opaque,
     };
     if (!scan_run(&job, error))
         return false;

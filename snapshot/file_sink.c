@@ -182,6 +182,8 @@ static bool fs_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool fi
         .max_bandwidth = s->max_bandwidth,
         .delay_us = s->delay_us,
         .first_here = final,
+        .rearm = s->rearm,
+        .rearm_opaque = s->rearm_opaque,
     };
     uint64_t before = __atomic_load_n(&s->progress->written_bytes, __ATOMIC_RELAXED);
     bool ok = scan_run(&job, error);

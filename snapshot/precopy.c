@@ -1,6 +1,7 @@
 #include "precopy.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <string.h>
 
 static uint64_t now_us(void)
@@ -122,12 +123,26 @@ static bool switch_over_now(const PrecopyParams *p, uint32_t pass, uint64_t expe
     return expected <= (shrinking ? limit / 2 : limit);
 }
 
+/* The VMM re-arms tracking per chunk, just before the pages are read (vm.h). */
+static bool has_rearm(const VmsnapVmOps *ops)
+{
+    return ops->struct_size >= offsetof(VmsnapVmOps, dirty_rearm) + sizeof(ops->dirty_rearm) &&
+           ops->dirty_rearm;
+}
+
 static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, Dirty *d,
                         GError **error)
 {
     const VmsnapVm *vm = s->vm;
     uint64_t count = 0, fetched_at = now_us();
     unsigned strikes = 0;
+
+    /* Re-arming a chunk right before it is read, not the whole log at the fetch,
+     * sends a page written between the two once, in this pass, instead of twice. */
+    if (has_rearm(vm->ops)) {
+        s->rearm = vm->ops->dirty_rearm;
+        s->rearm_opaque = vm->ops->opaque;
+    }
 
     if (!vm->ops->dirty_start(vm->ops->opaque, error))
         return false;
@@ -220,6 +235,8 @@ bool precopy_run(SaveSink *s, const PrecopyParams *p, PrecopyState *st, GError *
         if (!live_passes(s, p, st, &d, error))
             goto out;
     }
+    /* Paused, nothing is written any more: tracking ends with this pass. */
+    s->rearm = NULL;
     if (running && ops && ops->pause) {
         set64(&st->paused_us, now_us());
         ops->pause(ops->opaque);

@@ -67,7 +67,9 @@ static void rate_limit(Shared *sh, uint64_t bytes)
         g_usleep(MIN(due_us - now_us, 1000000));
 }
 
-static void fill_chunk(const ScanJob *job, const Chunk *c, ScanChunk *out)
+/* Selects the chunk's pages, has the VMM re-arm tracking for them, then tests them
+ * for zero: the re-arm comes before the first read. */
+static bool fill_chunk(const ScanJob *job, const Chunk *c, ScanChunk *out, GError **error)
 {
     const VmsnapRamBlock *b = &job->blocks[c->block];
     const uint64_t *sel = job->select ? job->select[c->block] : NULL;
@@ -75,17 +77,27 @@ static void fill_chunk(const ScanJob *job, const Chunk *c, ScanChunk *out)
     out->first = c->first;
     out->count = c->count;
     out->nsel = 0;
-    memset(out->sel, 0, sizeof(out->sel));
     memset(out->zero, 0, sizeof(out->zero));
+    for (uint64_t w = 0; w < (c->count + 63) / 64; w++) {
+        uint64_t bits = sel ? sel[c->first / 64 + w] : ~0ull;
+        if (c->count - w * 64 < 64)
+            bits &= (1ull << (c->count - w * 64)) - 1;
+        out->sel[w] = bits;
+        out->nsel += (uint64_t)__builtin_popcountll(bits);
+    }
+    memset(out->sel + (c->count + 63) / 64, 0,
+           sizeof(out->sel) - (c->count + 63) / 64 * sizeof(uint64_t));
+    if (!out->nsel)
+        return true;
+    if (job->rearm && !job->rearm(job->rearm_opaque, c->block, c->first, c->count, out->sel, error))
+        return false;
     for (uint64_t i = 0; i < c->count; i++) {
-        uint64_t page = c->first + i;
-        if (sel && !((sel[page / 64] >> (page % 64)) & 1))
+        if (!((out->sel[i / 64] >> (i % 64)) & 1))
             continue;
-        out->sel[i / 64] |= 1ull << (i % 64);
-        out->nsel++;
-        if (scan_page_is_zero(b->host + page * b->page_size, b->page_size))
+        if (scan_page_is_zero(b->host + (c->first + i) * b->page_size, b->page_size))
             out->zero[i / 64] |= 1ull << (i % 64);
     }
+    return true;
 }
 
 static gpointer worker_main(gpointer data)
@@ -108,9 +120,9 @@ static gpointer worker_main(gpointer data)
             break;
         if (job->delay_us)
             g_usleep(job->delay_us);
-        fill_chunk(job, &sh->chunks[i], chunk);
         uint64_t bytes = 0;
-        if (chunk->nsel && !job->ops->chunk(state, chunk, &bytes, &err)) {
+        if (!fill_chunk(job, &sh->chunks[i], chunk, &err) ||
+            (chunk->nsel && !job->ops->chunk(state, chunk, &bytes, &err))) {
             fail(sh, &err);
             break;
         }

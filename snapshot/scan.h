@@ -32,6 +32,10 @@ typedef struct ScanSinkOps {
     void (*worker_free)(void *worker);
 } ScanSinkOps;
 
+/* Re-arms dirty tracking for the selected pages of a chunk (VmsnapVmOps.dirty_rearm). */
+typedef bool (*ScanRearmFn)(void *opaque, unsigned block, uint64_t first, uint64_t count,
+                            const uint64_t *sel, GError **error);
+
 typedef struct ScanJob {
     const VmsnapRamBlock *blocks;
     unsigned n_blocks;
@@ -50,6 +54,10 @@ typedef struct ScanJob {
      * caller may stay beside the busy vCPU (1 GiB full-speed guest: passes at 0.8
      * GB/s instead of 1.5, and no convergence). */
     bool first_here;
+    /* Live passes: called with each chunk's selection before any of its pages is read
+     * (zero test included), so that what is read is at least as new as the re-arm. */
+    ScanRearmFn rearm;
+    void *rearm_opaque;
 } ScanJob;
 
 /* Runs the job to the end or the first error (which stops every thread). */

@@ -8,6 +8,8 @@
 #include <gio/gio.h>
 #include <vmsnap/snapshot.h>
 
+#include "scan.h"
+
 typedef struct SaveSink SaveSink;
 
 /* One device's saved state. */
@@ -43,6 +45,10 @@ struct SaveSink {
     uint64_t max_bandwidth;
     uint64_t bytes;            /* bytes written by passes so far (atomic) */
     unsigned delay_us;         /* test hook, see scan.h */
+    /* Set by the precopy driver for live passes when the VMM re-arms tracking per
+     * chunk (VmsnapVmOps.dirty_rearm); sinks hand it to their ScanJob. */
+    ScanRearmFn rearm;
+    void *rearm_opaque;
 };
 
 /* The mapped-RAM file sink (snapshot/file_sink.c). path != NULL: by path (atomic

@@ -1,6 +1,7 @@
 #include "dirty.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
@@ -41,7 +42,29 @@ bool dirty_log_start(Vm *vm, GError **error)
     return true;
 }
 
-bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error)
+/* KVM_CLEAR_DIRTY_LOG: re-protects the pages of slot b set in bitmap, from `first`
+ * (a multiple of 64) for `count` pages. */
+static bool clear_log(Vm *vm, unsigned b, uint64_t first, uint64_t count, const uint64_t *bitmap,
+                      GError **error)
+{
+    struct kvm_clear_dirty_log clear = {
+        .slot = b,
+        .first_page = first,
+        .num_pages = (uint32_t)count,
+        .dirty_bitmap = (void *)bitmap,
+    };
+    if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
+                    "KVM_CLEAR_DIRTY_LOG for RAM block '%s', pages %" PRIu64 "+%" PRIu64
+                    " failed: %s",
+                    vm->ram.blocks[b].name, first, count, g_strerror(err));
+        return false;
+    }
+    return true;
+}
+
+bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, bool rearm, GError **error)
 {
     RamBlock *blk = &vm->ram.blocks[b];
     uint64_t pages = blk->size / RAM_PAGE_SIZE;
@@ -57,22 +80,21 @@ bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error)
                     g_strerror(err));
         return false;
     }
-    /* Re-protect exactly the pages we are about to send: a write from now on is
-     * caught by the next fetch. */
-    struct kvm_clear_dirty_log clear = {
-        .slot = b, .first_page = 0, .num_pages = (uint32_t)pages, .dirty_bitmap = buf,
-    };
-    if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0) {
-        int err = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                    "KVM_CLEAR_DIRTY_LOG for RAM block '%s' failed: %s", blk->name,
-                    g_strerror(err));
+    /* Manual protect: the fetch only reads the log; re-protecting is ours to do,
+     * here or page range by page range just before the pages are read. */
+    if (rearm && !clear_log(vm, b, 0, pages, buf, error))
         return false;
-    }
     uint64_t *vmm = vm->dirty.vmm[b];
     for (size_t w = 0; w < words; w++)
         bitmap[w] |= buf[w] | __atomic_exchange_n(&vmm[w], 0, __ATOMIC_RELAXED);
     return true;
+}
+
+bool dirty_log_rearm(Vm *vm, unsigned b, uint64_t first, uint64_t count, const uint64_t *bitmap,
+                     GError **error)
+{
+    g_assert(first % 64 == 0);
+    return clear_log(vm, b, first, count, bitmap, error);
 }
 
 void dirty_log_stop(Vm *vm)

@@ -18,8 +18,14 @@ bool dirty_log_init(Vm *vm, GError **error);
 bool dirty_log_start(Vm *vm, GError **error);
 
 /* ORs the pages of block b dirtied since the last fetch into bitmap (host-endian
- * words) and re-protects them; also takes the VMM-side bits. */
-bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error);
+ * words); also takes the VMM-side bits. With `rearm` it re-protects them all now;
+ * without, they stay writable (and reported) until dirty_log_rearm() names them. */
+bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, bool rearm, GError **error);
+
+/* Re-protects the pages of block b set in bitmap (bit i = page first + i; first a
+ * multiple of 64): a write from now on shows in the next fetch. */
+bool dirty_log_rearm(Vm *vm, unsigned b, uint64_t first, uint64_t count, const uint64_t *bitmap,
+                     GError **error);
 
 void dirty_log_stop(Vm *vm);
 

@@ -21,7 +21,14 @@ static bool op_dirty_start(void *opaque, GError **error)
 static bool op_dirty_fetch(void *opaque, unsigned block, uint64_t *bitmap, GError **error)
 {
     Migration *g = opaque;
-    return dirty_log_fetch(g->m->vm, block, bitmap, error);
+    return dirty_log_fetch(g->m->vm, block, bitmap, false, error);
+}
+
+static bool op_dirty_rearm(void *opaque, unsigned block, uint64_t first, uint64_t count,
+                           const uint64_t *bitmap, GError **error)
+{
+    Migration *g = opaque;
+    return dirty_log_rearm(g->m->vm, block, first, count, bitmap, error);
 }
 
 static void op_dirty_stop(void *opaque)
@@ -152,6 +159,7 @@ bool migration_out_start(Migration *g, GError **error)
         .dirty_start = op_dirty_start,
         .dirty_fetch = op_dirty_fetch,
         .dirty_stop = op_dirty_stop,
+        .dirty_rearm = op_dirty_rearm,
         .pause = op_pause,
         .throttle = op_throttle,
         .opaque = g,

@@ -30,7 +30,8 @@ typedef struct VmsnapVmOps {
     bool (*dirty_start)(void *opaque, GError **error);
     /* ORs into `bitmap` (host-endian u64 words, one bit per page of `block`) the pages
      * written since the previous fetch (or the start), and re-arms tracking for them:
-     * a write after this call shows in the next fetch. */
+     * a write after this call shows in the next fetch. A VMM that offers dirty_rearm
+     * only reports here: the pages stay armed-off until dirty_rearm names them. */
     bool (*dirty_fetch)(void *opaque, unsigned block, uint64_t *bitmap, GError **error);
     void (*dirty_stop)(void *opaque);
     /* Stops the vCPUs for the final pass (the VM's state is then "finish-migrate"). */
@@ -38,6 +39,13 @@ typedef struct VmsnapVmOps {
     /* Slows the vCPUs down to (100 - percent)% of their time; 0 stops throttling. */
     void (*throttle)(void *opaque, unsigned percent);
     void *opaque;
+    /* Optional (check struct_size): re-arms tracking for the pages of `block` set in
+     * `bitmap` (bit i = page first + i; `first` is a multiple of 64, `count` too unless
+     * it ends the block). The engine calls it for each chunk of a live pass just
+     * before it reads the chunk's pages, so a write between the fetch and the read
+     * travels in this pass instead of being sent again in the next one. */
+    bool (*dirty_rearm)(void *opaque, unsigned block, uint64_t first, uint64_t count,
+                        const uint64_t *bitmap, GError **error);
 } VmsnapVmOps;
 
 typedef struct VmsnapVm {

@@ -1,5 +1,6 @@
 /* The precopy driver (snapshot/precopy.c) with a scripted VM and a sink that only
  * counts: when it switches over. */
+#include <stddef.h>
 #include <string.h>
 
 #include "precopy.h"
@@ -16,6 +17,8 @@ typedef struct Script {
     unsigned passes; /* pass() calls, the final one included */
     bool paused;
     uint64_t final_pages; /* selected pages of the final pass */
+    unsigned live_rearm;  /* live passes that had the VMM's re-arm hook */
+    bool final_rearm;     /* the final pass had it */
 } Script;
 
 static bool fake_dirty_start(void *opaque, GError **error)
@@ -62,8 +65,14 @@ static bool sink_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool 
     for (unsigned w = 0; w < (PAGES + 63) / 64; w++)
         n += (uint64_t)__builtin_popcountll(select[0][w]);
     sc->passes++;
-    if (final)
+    if (final) {
         sc->final_pages = n;
+        sc->final_rearm = s->rearm != NULL;
+    } else if (s->rearm) {
+        g_assert_true(s->rearm == s->vm->ops->dirty_rearm);
+        g_assert_true(s->rearm_opaque == sc);
+        sc->live_rearm++;
+    }
     g_usleep(n * US_PER_PAGE);
     __atomic_fetch_add(&s->bytes, n * 4096, __ATOMIC_RELAXED);
     return true;
@@ -92,19 +101,33 @@ static void sink_free(SaveSink *s)
 
 static const SaveSinkOps sink_ops = { sink_begin, sink_pass, sink_finish, sink_abort, sink_free };
 
-/* Runs a live save of a 1-block VM whose fetches report `dirty`; returns the script. */
-static Script run(const uint64_t *dirty, uint64_t limit_ms)
+static bool fake_dirty_rearm(void *opaque, unsigned block, uint64_t first, uint64_t count,
+                             const uint64_t *bitmap, GError **error)
+{
+    (void)opaque;
+    (void)block;
+    (void)first;
+    (void)count;
+    (void)bitmap;
+    (void)error;
+    return true;
+}
+
+/* Runs a live save of a 1-block VM whose fetches report `dirty`; `ops_size` is the
+ * VMM's sizeof(VmsnapVmOps) (0: this one's). Returns the script. */
+static Script run_ops(const uint64_t *dirty, uint64_t limit_ms, uint32_t ops_size)
 {
     static uint8_t host[1]; /* never read by the fake sink */
     Script sc = { .dirty = dirty };
     while (dirty[sc.n_dirty])
         sc.n_dirty++;
     VmsnapVmOps ops = {
-        .struct_size = sizeof(ops),
+        .struct_size = ops_size ? ops_size : sizeof(ops),
         .dirty_start = fake_dirty_start,
         .dirty_fetch = fake_dirty_fetch,
         .pause = fake_pause,
         .opaque = &sc,
+        .dirty_rearm = fake_dirty_rearm,
     };
     VmsnapRamBlock block = { .name = "ram",
                              .size = (uint64_t)PAGES * 4096,
@@ -124,6 +147,31 @@ static Script run(const uint64_t *dirty, uint64_t limit_ms)
     g_assert_true(sc.paused);
     g_assert_cmpuint(st.pass, ==, sc.passes);
     return sc;
+}
+
+static Script run(const uint64_t *dirty, uint64_t limit_ms)
+{
+    return run_ops(dirty, limit_ms, 0);
+}
+
+/* The VMM's per-chunk re-arm goes to the sink for every live pass, never for the
+ * final one (the VM is paused, tracking ends with it). */
+static void test_rearm_live_passes_only(void)
+{
+    static const uint64_t dirty[] = { 4000, 1500, 400, 50, 0 };
+    Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.live_rearm, ==, sc.passes - 1);
+    g_assert_false(sc.final_rearm);
+}
+
+/* A VMM built against the older, shorter VmsnapVmOps has no dirty_rearm: its fetch
+ * re-arms, and the sink gets no hook (the member past its struct_size is not read). */
+static void test_rearm_old_ops(void)
+{
+    static const uint64_t dirty[] = { 50, 0 };
+    Script sc = run_ops(dirty, 100, (uint32_t)offsetof(VmsnapVmOps, dirty_rearm));
+    g_assert_cmpuint(sc.live_rearm, ==, 0);
+    g_assert_false(sc.final_rearm);
 }
 
 /* A pass that still shrinks the dirty set waits for half the limit. 9000 pages (90 ms
@@ -175,5 +223,7 @@ int main(int argc, char **argv)
     g_test_add_func("/precopy/switchover/first-pass-whole-limit", test_first_pass_whole_limit);
     g_test_add_func("/precopy/switchover/halving-keeps-going", test_halving_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
+    g_test_add_func("/precopy/rearm/live-passes-only", test_rearm_live_passes_only);
+    g_test_add_func("/precopy/rearm/old-ops", test_rearm_old_ops);
     return g_test_run();
 }
