@@ -186,14 +186,24 @@ static void test_margin_while_shrinking(void)
     g_assert_cmpuint(sc.final_pages, ==, 4900);
 }
 
-/* The first pass sent all of RAM, not a dirty set: what it leaves is measured against
- * the whole limit (8000 of 10000 pages would count as shrinking otherwise). */
-static void test_first_pass_whole_limit(void)
+/* The first pass is never the last live one: 8000 pages (80 ms) fit the 100 ms limit,
+ * yet a second pass runs; it shrinks the set by less than a tenth, so its 7900 pages
+ * are measured against the whole limit and taken. */
+static void test_first_pass_not_last(void)
 {
     static const uint64_t dirty[] = { 8000, 7900, 0 };
     Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.passes, ==, 3);
+    g_assert_cmpuint(sc.final_pages, ==, 7900);
+}
+
+/* ... unless what it leaves takes a millisecond or less: then the pause comes at once. */
+static void test_first_pass_tiny_rest(void)
+{
+    static const uint64_t dirty[] = { 60, 0 };
+    Script sc = run(dirty, 100);
     g_assert_cmpuint(sc.passes, ==, 2);
-    g_assert_cmpuint(sc.final_pages, ==, 8000);
+    g_assert_cmpuint(sc.final_pages, ==, 60);
 }
 
 /* While passes halve the set, more passes run until the rest takes about 1 ms, even
@@ -220,7 +230,8 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/precopy/switchover/margin-while-shrinking", test_margin_while_shrinking);
-    g_test_add_func("/precopy/switchover/first-pass-whole-limit", test_first_pass_whole_limit);
+    g_test_add_func("/precopy/switchover/first-pass-not-last", test_first_pass_not_last);
+    g_test_add_func("/precopy/switchover/first-pass-tiny-rest", test_first_pass_tiny_rest);
     g_test_add_func("/precopy/switchover/halving-keeps-going", test_halving_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
     g_test_add_func("/precopy/rearm/live-passes-only", test_rearm_live_passes_only);
