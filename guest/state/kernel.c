@@ -202,6 +202,7 @@ static u32 ping_out;          /* a ping is in flight */
 static u32 ping_target;
 static u32 ping_age;          /* vCPU 0 ticks since it was sent */
 static u32 ping_progress;     /* the target's progress (ap_progress) when sent */
+static u32 ping_confirm;      /* unanswered for 2 s with progress: watching 1 s more */
 static u32 ap_sample[MAX_CPUS];
 static u32 ap_still[MAX_CPUS];/* consecutive 1-s samples without progress */
 static u32 rx_pending_checks; /* periodic checks that saw LSR.DR with no RX irq in between */
@@ -682,13 +683,23 @@ static void cpu0_tick(void)
                 return;
             ping_out = 1;
             ping_age = 0;
+            ping_confirm = 0;
             ping_progress = ap_progress(ping_target);
             st->pings++;
             send_ipi(st->slot[ping_target].apic_id, V_PING);
-        } else if (++ping_age > 2 * cfg.hz) {
-            /* 2 s of vCPU-0 time without an answer.  Only a stall if the
-             * AP ran meanwhile; an AP that stopped is F14's (check_aps). */
-            if (ap_progress(ping_target) != ping_progress)
+        } else if (++ping_age > (ping_confirm ? 1 : 2) * cfg.hz) {
+            /* 2 s of vCPU-0 time without an answer.  Only a stall if the AP
+             * ran meanwhile, and still runs for 1 s more without answering:
+             * an AP that stopped is F14's (check_aps), even one that stopped
+             * just after the ping went out. */
+            u32 now = ap_progress(ping_target);
+            if (now != ping_progress && !ping_confirm) {
+                ping_confirm = 1;
+                ping_progress = now;
+                ping_age = 0;
+                return;
+            }
+            if (now != ping_progress)
                 report(VMSNAP_STATE_F_IPI_STALL, ping_target, st->pings);
             ping_out = 0; /* try again with a fresh ping */
         }
