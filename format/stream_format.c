@@ -2,6 +2,7 @@
 #include "stream_format.h"
 
 #include "internal.h"
+#include "xxh.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -269,17 +270,16 @@ void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *
     uint64_t sum;
     if (iovcnt == 1) {
         len = payload[0].iov_len;
-        sum = XXH3_64bits_withSeed(payload[0].iov_base, len, stream_record_seed(type, seq));
+        sum = vs_xxh3_seed(payload[0].iov_base, len, stream_record_seed(type, seq));
     } else {
-        XXH3_state_t *st = XXH3_createState();
-        g_assert(st != NULL);
-        XXH3_64bits_reset_withSeed(st, stream_record_seed(type, seq));
+        VsXxh3 *st = vs_xxh3_new();
+        vs_xxh3_reset_seed(st, stream_record_seed(type, seq));
         for (int i = 0; i < iovcnt; i++) {
-            XXH3_64bits_update(st, payload[i].iov_base, payload[i].iov_len);
+            vs_xxh3_update(st, payload[i].iov_base, payload[i].iov_len);
             len += payload[i].iov_len;
         }
-        sum = XXH3_64bits_digest(st);
-        XXH3_freeState(st);
+        sum = vs_xxh3_digest(st);
+        vs_xxh3_free(st);
     }
     g_assert(len <= STREAM_MAX_PAYLOAD);
     stream_record_header_store(type, seq, (uint32_t)len, sum, out);
@@ -313,7 +313,7 @@ bool stream_record_header_decode(const uint8_t in[STREAM_RECORD_HEADER], const c
 bool stream_record_check(const StreamRecordHeader *h, const void *payload, const char *what,
                          uint32_t channel, uint64_t offset, GError **error)
 {
-    uint64_t sum = XXH3_64bits_withSeed(payload, h->length, stream_record_seed(h->type, h->seq));
+    uint64_t sum = vs_xxh3_seed(payload, h->length, stream_record_seed(h->type, h->seq));
     if (sum != h->checksum) {
         return stream_record_error(error, FORMAT_ERROR_CORRUPT, what, channel, h->seq, h->type,
                                    offset,

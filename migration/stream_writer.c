@@ -3,8 +3,9 @@
 
 #include "scan.h"
 
+#include "xxh.h"
+
 #include <string.h>
-#include <xxhash.h>
 
 /* Pages per PAGES record in a live pass (a divisor of 64): the copy buffer, 128 KiB,
  * stays in L2 until the checksum and the socket write have read it. Measured with a
@@ -19,7 +20,7 @@ struct StreamWriter {
     uint32_t page_size;
     uint32_t seq;
     StreamChain *chain;
-    XXH3_state_t *hash; /* stream_writer_chunk(): checksum while copying */
+    VsXxh3 *hash; /* stream_writer_chunk(): checksum while copying */
     uint64_t bytes;
     uint64_t data_pages, zero_pages;
     bool zero_copy;
@@ -44,8 +45,7 @@ StreamWriter *stream_writer_new(VStream *s, uint32_t channel, uint32_t page_size
     w->channel = channel;
     w->page_size = page_size ? page_size : FORMAT_PAGE_SIZE;
     w->chain = stream_chain_new();
-    w->hash = XXH3_createState();
-    g_assert(w->hash != NULL);
+    w->hash = vs_xxh3_new();
     return w;
 }
 
@@ -54,7 +54,7 @@ void stream_writer_free(StreamWriter *w)
     if (!w)
         return;
     stream_chain_free(w->chain);
-    XXH3_freeState(w->hash);
+    vs_xxh3_free(w->hash);
     g_free(w->copy);
     g_free(w->chunk_copy);
     g_free(w);
@@ -242,8 +242,8 @@ static bool chunk_record(StreamWriter *w, uint32_t block, uint64_t first, uint32
     uint8_t prefix[16 + 16 * (STREAM_MAX_BATCH / 64)];
     size_t plen = stream_pages_prefix(npages);
     stream_pages_prefix_encode(block, npages, first, sent, zero, prefix);
-    XXH3_64bits_reset_withSeed(w->hash, stream_record_seed(STREAM_REC_PAGES, w->seq));
-    XXH3_64bits_update(w->hash, prefix, plen);
+    vs_xxh3_reset_seed(w->hash, stream_record_seed(STREAM_REC_PAGES, w->seq));
+    vs_xxh3_update(w->hash, prefix, plen);
 
     struct iovec *iov = w->iov;
     int n = 1;
@@ -260,7 +260,7 @@ static bool chunk_record(StreamWriter *w, uint32_t block, uint64_t first, uint32
         const uint8_t *page = base + (size_t)i * ps;
         if (w->zero_copy) {
             /* The VM is paused: hash and send the guest's page itself. */
-            XXH3_64bits_update(w->hash, page, ps);
+            vs_xxh3_update(w->hash, page, ps);
             iov_add_page(iov, &n, page, ps);
         } else {
             /* A live page: copy it, then hash the copy while it is in L1. The guest
@@ -268,13 +268,13 @@ static bool chunk_record(StreamWriter *w, uint32_t block, uint64_t first, uint32
              * copy (or the scan's stale zero verdict) is never final. */
             uint8_t *copy = w->chunk_copy + (size_t)ndata * ps;
             memcpy(copy, page, ps);
-            XXH3_64bits_update(w->hash, copy, ps);
+            vs_xxh3_update(w->hash, copy, ps);
         }
         ndata++;
     }
     if (!w->zero_copy && ndata)
         iov[n++] = (struct iovec){ w->chunk_copy, (size_t)ndata * ps };
-    uint64_t sum = XXH3_64bits_digest(w->hash);
+    uint64_t sum = vs_xxh3_digest(w->hash);
     uint8_t hdr[STREAM_RECORD_HEADER];
     stream_record_header_store(STREAM_REC_PAGES, w->seq, (uint32_t)(plen + (size_t)ndata * ps), sum,
                                hdr);

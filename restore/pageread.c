@@ -6,12 +6,12 @@
  */
 #include "aio_queue.h"
 #include "snapfile.h"
+#include "xxh.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define CHUNK_PAGES  1024u
 #define MAX_IO_BYTES (1u << 20)
@@ -108,7 +108,7 @@ static void check_pages(Reader *r, const Slot *slot, const uint8_t *data)
         const uint8_t *p = data + i * ps;
         if (format_bitmap_test(present, page)) {
             uint64_t want = GUINT64_FROM_LE(sums[page]);
-            uint64_t got = XXH3_64bits(p, ps);
+            uint64_t got = vs_xxh3(p, ps);
             if (got != want) {
                 char reason[96];
                 g_snprintf(reason, sizeof(reason),

@@ -8,6 +8,7 @@
 #include "aio_queue.h"
 #include "format.h"
 #include "scan.h"
+#include "xxh.h"
 #include "sink.h"
 #include "target.h"
 
@@ -18,7 +19,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define MAX_IO_BYTES (1u << 20)
 #define QUEUE_DEPTH  16u
@@ -129,7 +129,7 @@ static bool chunk(void *worker, const ScanChunk *c, uint64_t *bytes, GError **er
             w->zero++;
             continue;
         }
-        b->checksums[page] = checksums ? XXH3_64bits(b->ram->host + page * ps, ps) : 0;
+        b->checksums[page] = checksums ? vs_xxh3(b->ram->host + page * ps, ps) : 0;
         b->present[page / 64] |= pbit;
         w->normal++;
         *bytes += ps;

@@ -1,6 +1,7 @@
 /* The VM's QMP commands: run control, identity, and test-only guest memory access. */
 #include "dirty.h"
 #include "machine.h"
+#include "xxh.h"
 
 #include <string.h>
 #include <xxhash.h>
@@ -151,7 +152,7 @@ static JsonNode *cmd_memory_digest(QmpClient *c, JsonObject *args, gpointer opaq
     json_builder_begin_array(b);
     for (unsigned i = 0; i < m->vm->ram.n_blocks; i++) {
         const RamBlock *blk = &m->vm->ram.blocks[i];
-        uint64_t h = XXH3_64bits(blk->host, blk->size);
+        uint64_t h = vs_xxh3(blk->host, blk->size);
         uint64_t rec[3] = { blk->gpa, blk->size, h };
         XXH3_64bits_update(all, rec, sizeof(rec));
         g_autofree char *hex = g_strdup_printf("%016" G_GINT64_MODIFIER "x", h);
