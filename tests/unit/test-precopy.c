@@ -174,14 +174,15 @@ static void test_rearm_old_ops(void)
     g_assert_false(sc.final_rearm);
 }
 
-/* A pass that still shrinks the dirty set waits for half the limit. 9000 pages (90 ms
- * or more at the measured rate: sleeps only overshoot) do not fit 80 ms; 5000 pages
- * (50 ms) fit 3/4 of it but not half, so one more pass runs; that one shrinks the
- * set by less than a tenth, so the whole limit applies and its 4900 pages are taken. */
+/* A pass that still shrinks the dirty set waits for a third of the limit. After the
+ * first pass comes a second; its 5000 pages (50 ms or more at the measured rate:
+ * sleeps only overshoot) fit half of 120 ms but not a third, so one more pass runs;
+ * that one shrinks the set by less than a tenth, so the whole limit applies and its
+ * 4900 pages are taken. */
 static void test_margin_while_shrinking(void)
 {
     static const uint64_t dirty[] = { 9000, 5000, 4900, 0 };
-    Script sc = run(dirty, 80);
+    Script sc = run(dirty, 120);
     g_assert_cmpuint(sc.passes, ==, 4); /* 3 live passes, then the final one */
     g_assert_cmpuint(sc.final_pages, ==, 4900);
 }
