@@ -1,5 +1,7 @@
 #include "transport.h"
 
+#include "unix_listen.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -461,24 +463,11 @@ static TransportListener *listen_unix(const MigrateUri *u, const char *name, GEr
     if (!unix_addr(u->path, name, &addr, error) ||
         !remove_stale_socket(u->path, &addr, name, error))
         return NULL;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fail_errno(error, errno, name, "socket");
-        return NULL;
-    }
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        int err = errno;
-        close(fd);
-        fail_errno(error, err, name, "bind");
-        return NULL;
-    }
-    /* Nobody can connect before listen(), so tightening the mode here is race-free. */
     struct stat st;
-    if (chmod(u->path, 0600) < 0 || lstat(u->path, &st) < 0 || listen(fd, 64) < 0) {
-        int err = errno;
-        unlink(u->path);
-        close(fd);
-        fail_errno(error, err, name, "listen");
+    const char *step = NULL;
+    int fd = unix_listen_ready(u->path, 64, &st, &step);
+    if (fd < 0) {
+        fail_errno(error, errno, name, step);
         return NULL;
     }
     TransportListener *l = g_new0(TransportListener, 1);

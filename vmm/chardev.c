@@ -1,5 +1,7 @@
 #include "chardev.h"
 
+#include "unix_listen.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <glib-unix.h>
@@ -79,20 +81,13 @@ static bool listen_unix(Chardev *cd, const char *path, GError **error)
     strcpy(addr.sun_path, path);
     if (!remove_stale_socket(path, &addr, error))
         return false;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return errno_error(error, errno, "cannot create a socket for '%s'", path);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    const char *step = NULL;
+    int fd = unix_listen_ready(path, 4, &st, &step);
+    if (fd < 0) {
         int err = errno;
-        close(fd);
-        return errno_error(error, err, "cannot bind '%s'", path);
-    }
-    /* Nobody can connect before listen(): setting the mode here is race-free. */
-    if (chmod(path, 0600) < 0 || stat(path, &st) < 0 || listen(fd, 4) < 0) {
-        int err = errno;
-        unlink(path);
-        close(fd);
-        return errno_error(error, err, "cannot set up the socket '%s'", path);
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
+                    "cannot set up the socket '%s' (%s): %s", path, step, g_strerror(err));
+        return false;
     }
     cd->listen_fd = fd;
     cd->sock_path = g_strdup(path);

@@ -5,6 +5,7 @@
  */
 #include "qmp_json.h"
 #include "qmp_priv.h"
+#include "unix_listen.h"
 
 #include <errno.h>
 #include <gio/gio.h>
@@ -140,22 +141,14 @@ gboolean qmp_server_listen_unix(QmpServer *s, const char *path, GError **error)
     if (!remove_stale_socket(path, &addr, error))
         return FALSE;
 
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return set_errno_error(error, errno, "Cannot create QMP socket '%s': %s", path);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    const char *step = NULL;
+    fd = unix_listen_ready(path, 16, &st, &step);
+    if (fd < 0) {
         int err = errno;
 
-        close(fd);
-        return set_errno_error(error, err, "Cannot bind QMP socket '%s': %s", path);
-    }
-    /* nobody can connect before listen(), so tightening the mode here is race-free */
-    if (chmod(path, 0600) < 0 || stat(path, &st) < 0 || listen(fd, 16) < 0) {
-        int err = errno;
-
-        unlink(path);
-        close(fd);
-        return set_errno_error(error, err, "Cannot set up QMP socket '%s': %s", path);
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
+                    "Cannot set up QMP socket '%s' (%s): %s", path, step, g_strerror(err));
+        return FALSE;
     }
 
     s->listen_fd = fd;

@@ -1,0 +1,67 @@
+/* io/unix_listen.c: the socket is listening when its path appears, and nothing else
+ * is left in the directory, on success or failure. */
+#include <errno.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "unix_listen.h"
+
+static unsigned dir_entries(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    g_assert_nonnull(d);
+    unsigned n = 0;
+    while (g_dir_read_name(d))
+        n++;
+    g_dir_close(d);
+    return n;
+}
+
+static void test_listens_at_path(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vmsnap-ul-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "s.sock", NULL);
+    struct stat st, now;
+    const char *step = NULL;
+    int fd = unix_listen_ready(path, 4, &st, &step);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpuint(dir_entries(dir), ==, 1); /* the temporary name is gone */
+    g_assert_cmpint(lstat(path, &now), ==, 0);
+    g_assert_true(S_ISSOCK(now.st_mode));
+    g_assert_cmpuint(now.st_ino, ==, st.st_ino);
+    g_assert_cmpuint(now.st_mode & 0777, ==, 0600);
+
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    g_assert_cmpint(connect(c, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+    close(c);
+    close(fd);
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
+static void test_failure_leaves_nothing(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vmsnap-ul-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "missing", "s.sock", NULL);
+    struct stat st;
+    const char *step = NULL;
+    g_assert_cmpint(unix_listen_ready(path, 4, &st, &step), ==, -1);
+    g_assert_cmpint(errno, ==, ENOENT);
+    g_assert_cmpstr(step, ==, "bind");
+    g_assert_cmpuint(dir_entries(dir), ==, 0);
+    g_rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/unix-listen/listens-at-path", test_listens_at_path);
+    g_test_add_func("/unix-listen/failure-leaves-nothing", test_failure_leaves_nothing);
+    return g_test_run();
+}
