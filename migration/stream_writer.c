@@ -2,7 +2,6 @@
 #include "stream_writer.h"
 
 #include "scan.h"
-
 #include "xxh.h"
 
 #include <string.h>

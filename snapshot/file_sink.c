@@ -8,9 +8,9 @@
 #include "aio_queue.h"
 #include "format.h"
 #include "scan.h"
-#include "xxh.h"
 #include "sink.h"
 #include "target.h"
+#include "xxh.h"
 
 #include "config.h"
 

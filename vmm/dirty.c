@@ -42,11 +42,10 @@ bool dirty_log_start(Vm *vm, GError **error)
     return true;
 }
 
-/* KVM_CLEAR_DIRTY_LOG: re-protects the pages of slot b set in bitmap, from `first`
- * (a multiple of 64) for `count` pages. */
-static bool clear_log(Vm *vm, unsigned b, uint64_t first, uint64_t count, const uint64_t *bitmap,
-                      GError **error)
+bool dirty_log_rearm(Vm *vm, unsigned b, uint64_t first, uint64_t count, const uint64_t *bitmap,
+                     GError **error)
 {
+    g_assert(first % 64 == 0);
     struct kvm_clear_dirty_log clear = {
         .slot = b,
         .first_page = first,
@@ -64,7 +63,7 @@ static bool clear_log(Vm *vm, unsigned b, uint64_t first, uint64_t count, const 
     return true;
 }
 
-bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, bool rearm, GError **error)
+bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error)
 {
     RamBlock *blk = &vm->ram.blocks[b];
     uint64_t pages = blk->size / RAM_PAGE_SIZE;
@@ -80,21 +79,12 @@ bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, bool rearm, GError **
                     g_strerror(err));
         return false;
     }
-    /* Manual protect: the fetch only reads the log; re-protecting is ours to do,
-     * here or page range by page range just before the pages are read. */
-    if (rearm && !clear_log(vm, b, 0, pages, buf, error))
-        return false;
+    /* Manual protect: the fetch only reads the log; dirty_log_rearm() re-protects
+     * each range just before its pages are read. */
     uint64_t *vmm = vm->dirty.vmm[b];
     for (size_t w = 0; w < words; w++)
         bitmap[w] |= buf[w] | __atomic_exchange_n(&vmm[w], 0, __ATOMIC_RELAXED);
     return true;
-}
-
-bool dirty_log_rearm(Vm *vm, unsigned b, uint64_t first, uint64_t count, const uint64_t *bitmap,
-                     GError **error)
-{
-    g_assert(first % 64 == 0);
-    return clear_log(vm, b, first, count, bitmap, error);
 }
 
 void dirty_log_stop(Vm *vm)

@@ -1,8 +1,8 @@
 /*
  * Dirty page tracking for live save and migration: KVM's dirty log in manual-protect
  * mode with INITIALLY_SET (starting costs nothing at any RAM size; pages are
- * write-protected only as each fetch re-arms them), ORed with a VMM-side bitmap of
- * the pages the VMM itself writes.
+ * write-protected only as each range is re-armed just before it is read), ORed with
+ * a VMM-side bitmap of the pages the VMM itself writes.
  */
 #pragma once
 
@@ -13,14 +13,14 @@
 bool dirty_log_init(Vm *vm, GError **error);
 
 /* Starts a tracking session (KVM logs from VM creation on; this costs two small
- * allocations per block). The first fetch re-arms every page written since the
- * last session: callers treat every page as dirty at the start. */
+ * allocations per block). Pages written since the last session, or never re-armed
+ * in it, still read as dirty: callers treat every page as dirty at the start. */
 bool dirty_log_start(Vm *vm, GError **error);
 
 /* ORs the pages of block b dirtied since the last fetch into bitmap (host-endian
- * words); also takes the VMM-side bits. With `rearm` it re-protects them all now;
- * without, they stay writable (and reported) until dirty_log_rearm() names them. */
-bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, bool rearm, GError **error);
+ * words); also takes the VMM-side bits. They stay writable (and reported) until
+ * dirty_log_rearm() names them. */
+bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error);
 
 /* Re-protects the pages of block b set in bitmap (bit i = page first + i; first a
  * multiple of 64): a write from now on shows in the next fetch. */

@@ -21,7 +21,7 @@ static bool op_dirty_start(void *opaque, GError **error)
 static bool op_dirty_fetch(void *opaque, unsigned block, uint64_t *bitmap, GError **error)
 {
     Migration *g = opaque;
-    return dirty_log_fetch(g->m->vm, block, bitmap, false, error);
+    return dirty_log_fetch(g->m->vm, block, bitmap, error);
 }
 
 static bool op_dirty_rearm(void *opaque, unsigned block, uint64_t first, uint64_t count,
