@@ -427,49 +427,15 @@ struct TransportListener {
     ino_t ino;
 };
 
-/* A socket file nobody listens on is left behind by a VMM that crashed: replace it.
- * One that answers is someone else's; anything but a socket is not ours to remove. */
-static bool remove_stale_socket(const char *path, const struct sockaddr_un *addr,
-                                const char *name, GError **error)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return errno == ENOENT || fail_errno(error, errno, name, "stat");
-    if (!S_ISSOCK(st.st_mode)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s: the path exists and is not a socket",
-                    name);
-        return false;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return fail_errno(error, errno, name, "socket");
-    int err = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? errno : 0;
-    close(fd);
-    if (err == 0 || err == EAGAIN) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE,
-                    "%s: another process is listening on this socket", name);
-        return false;
-    }
-    if (err != ECONNREFUSED && err != ENOENT)
-        return fail_errno(error, err, name, "probing the existing socket");
-    if (unlink(path) < 0 && errno != ENOENT)
-        return fail_errno(error, errno, name, "removing the stale socket");
-    return true;
-}
-
 static TransportListener *listen_unix(const MigrateUri *u, const char *name, GError **error)
 {
     struct sockaddr_un addr;
-    if (!unix_addr(u->path, name, &addr, error) ||
-        !remove_stale_socket(u->path, &addr, name, error))
+    if (!unix_addr(u->path, name, &addr, error))
         return NULL;
     struct stat st;
-    const char *step = NULL;
-    int fd = unix_listen_ready(u->path, 64, &st, &step);
-    if (fd < 0) {
-        fail_errno(error, errno, name, step);
+    int fd = unix_listen_path(u->path, 64, name, &st, error);
+    if (fd < 0)
         return NULL;
-    }
     TransportListener *l = g_new0(TransportListener, 1);
     l->fd = fd;
     l->is_unix = true;

@@ -43,52 +43,13 @@ static void stdin_raw(Chardev *cd)
         cd->tty_raw = true;
 }
 
-static bool remove_stale_socket(const char *path, const struct sockaddr_un *addr, GError **error)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return errno == ENOENT ? true : errno_error(error, errno, "cannot stat '%s'", path);
-    if (!S_ISSOCK(st.st_mode)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                    "--serial: '%s' exists and is not a socket", path);
-        return false;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return errno_error(error, errno, "cannot probe '%s'", path);
-    int err = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? errno : 0;
-    close(fd);
-    if (err == 0 || err == EAGAIN) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE,
-                    "--serial: another process is listening on '%s'", path);
-        return false;
-    }
-    if (unlink(path) < 0 && errno != ENOENT)
-        return errno_error(error, errno, "cannot remove the stale socket '%s'", path);
-    return true;
-}
-
 static bool listen_unix(Chardev *cd, const char *path, GError **error)
 {
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
     struct stat st;
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "--serial: socket path '%s' is too long (at most %zu bytes)", path,
-                    sizeof(addr.sun_path) - 1);
+    g_autofree char *who = g_strdup_printf("--serial: socket '%s'", path);
+    int fd = unix_listen_path(path, 4, who, &st, error);
+    if (fd < 0)
         return false;
-    }
-    strcpy(addr.sun_path, path);
-    if (!remove_stale_socket(path, &addr, error))
-        return false;
-    const char *step = NULL;
-    int fd = unix_listen_ready(path, 4, &st, &step);
-    if (fd < 0) {
-        int err = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                    "cannot set up the socket '%s' (%s): %s", path, step, g_strerror(err));
-        return false;
-    }
     cd->listen_fd = fd;
     cd->sock_path = g_strdup(path);
     cd->sock_dev = st.st_dev;

@@ -60,51 +60,6 @@ void qmp_server_set_limits(QmpServer *s, gsize max_message_size, gsize max_clien
         s->max_client_output = max_client_output;
 }
 
-static gboolean set_errno_error(GError **error, int err, const char *fmt, const char *path)
-{
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), fmt, path, g_strerror(err));
-    return FALSE;
-}
-
-/*
- * Removes a socket file nobody listens on. A live socket (connect succeeds or
- * the backlog is full) and anything that is not a socket are left alone.
- */
-static gboolean remove_stale_socket(const char *path, const struct sockaddr_un *addr,
-                                    GError **error)
-{
-    struct stat st;
-    int fd;
-    int err = 0;
-
-    if (lstat(path, &st) < 0) {
-        if (errno == ENOENT)
-            return TRUE;
-        return set_errno_error(error, errno, "Cannot stat QMP socket path '%s': %s", path);
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                    "QMP socket path '%s' exists and is not a socket", path);
-        return FALSE;
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return set_errno_error(error, errno, "Cannot create a socket to probe '%s': %s", path);
-    if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0)
-        err = errno;
-    close(fd);
-    if (err == 0 || err == EAGAIN) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE,
-                    "Another server is listening on QMP socket '%s'", path);
-        return FALSE;
-    }
-    if (err != ECONNREFUSED && err != ENOENT)
-        return set_errno_error(error, err, "Cannot probe QMP socket '%s': %s", path);
-    if (unlink(path) < 0 && errno != ENOENT)
-        return set_errno_error(error, errno, "Cannot remove stale QMP socket '%s': %s", path);
-    return TRUE;
-}
-
 static gboolean on_event_wakeup(gpointer data);
 
 /* A source without fds that fires when someone sets its ready time to 0. */
@@ -125,31 +80,15 @@ static void start_accepting(QmpServer *s)
 
 gboolean qmp_server_listen_unix(QmpServer *s, const char *path, GError **error)
 {
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
     struct stat st;
-    int fd;
 
     g_return_val_if_fail(s && path, FALSE);
     g_return_val_if_fail(s->listen_fd < 0, FALSE);
 
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "QMP socket path '%s' is too long", path);
+    g_autofree char *who = g_strdup_printf("QMP socket '%s'", path);
+    int fd = unix_listen_path(path, 16, who, &st, error);
+    if (fd < 0)
         return FALSE;
-    }
-    strcpy(addr.sun_path, path);
-    if (!remove_stale_socket(path, &addr, error))
-        return FALSE;
-
-    const char *step = NULL;
-    fd = unix_listen_ready(path, 16, &st, &step);
-    if (fd < 0) {
-        int err = errno;
-
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                    "Cannot set up QMP socket '%s' (%s): %s", path, step, g_strerror(err));
-        return FALSE;
-    }
 
     s->listen_fd = fd;
     s->path = g_strdup(path);
