@@ -65,8 +65,8 @@ static int remove_stale(const struct sockaddr_un *addr, const char *who, GError 
     if (lstat(addr->sun_path, &st) < 0)
         return errno == ENOENT ? 0 : set_errno_error(error, errno, who, "stat the path");
     if (!S_ISSOCK(st.st_mode)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                    "%s: the path exists and is not a socket", who);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s: the path exists and is not a socket",
+                    who);
         return -1;
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

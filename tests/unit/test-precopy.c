@@ -174,17 +174,17 @@ static void test_rearm_old_ops(void)
     g_assert_false(sc.final_rearm);
 }
 
-/* A pass that still shrinks the dirty set waits for a third of the limit. After the
- * first pass comes a second; its 5000 pages (50 ms or more at the measured rate:
- * sleeps only overshoot) fit half of 120 ms but not a third, so one more pass runs;
- * that one shrinks the set by less than a tenth, so the whole limit applies and its
- * 4900 pages are taken. */
+/* A pass that still shrinks the dirty set, but to more than two thirds, waits for a
+ * third of the limit. After the first pass comes a second; its 6500 pages (65 ms or
+ * more at the measured rate: sleeps only overshoot) fit half of 150 ms but not a
+ * third, so one more pass runs; that one shrinks the set by less than a tenth, so the
+ * whole limit applies and its 6400 pages are taken. */
 static void test_margin_while_shrinking(void)
 {
-    static const uint64_t dirty[] = { 9000, 5000, 4900, 0 };
-    Script sc = run(dirty, 120);
+    static const uint64_t dirty[] = { 9000, 6500, 6400, 0 };
+    Script sc = run(dirty, 150);
     g_assert_cmpuint(sc.passes, ==, 4); /* 3 live passes, then the final one */
-    g_assert_cmpuint(sc.final_pages, ==, 4900);
+    g_assert_cmpuint(sc.final_pages, ==, 6400);
 }
 
 /* The first pass is never the last live one: 8000 pages (80 ms) fit the 100 ms limit,
@@ -217,6 +217,17 @@ static void test_halving_keeps_going(void)
     g_assert_cmpuint(sc.final_pages, ==, 50);
 }
 
+/* A guest dirtying at 0.6 of the link: each pass leaves 0.6 of what it sent, and
+ * passes go on to the 1 ms rest although 2400 pages (24 ms) fit a third of the limit
+ * (a rule at exactly half pauses there). */
+static void test_two_thirds_keeps_going(void)
+{
+    static const uint64_t dirty[] = { 4000, 2400, 1440, 864, 50, 0 };
+    Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.passes, ==, 6);
+    g_assert_cmpuint(sc.final_pages, ==, 50);
+}
+
 /* A guest that re-dirties everything never fits: the driver keeps iterating (here
  * until the script lets the set fall). */
 static void test_no_fit_keeps_going(void)
@@ -234,6 +245,7 @@ int main(int argc, char **argv)
     g_test_add_func("/precopy/switchover/first-pass-not-last", test_first_pass_not_last);
     g_test_add_func("/precopy/switchover/first-pass-tiny-rest", test_first_pass_tiny_rest);
     g_test_add_func("/precopy/switchover/halving-keeps-going", test_halving_keeps_going);
+    g_test_add_func("/precopy/switchover/two-thirds-keeps-going", test_two_thirds_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
     g_test_add_func("/precopy/rearm/live-passes-only", test_rearm_live_passes_only);
     g_test_add_func("/precopy/rearm/old-ops", test_rearm_old_ops);
