@@ -104,8 +104,8 @@ static bool pass_through(void *opaque, VmsnapFieldWriter *w, GError **error)
     const void *data = g_bytes_get_data(sec->fields, &len);
     if (!vmsnap_fw_raw(w, data, len)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                    "the received fields of device '%s' instance %u are not well formed",
-                    sec->name, sec->instance);
+                    "the received fields of device '%s' instance %u are not well formed", sec->name,
+                    sec->instance);
         return false;
     }
     return true;
@@ -169,8 +169,8 @@ static bool stream_to_file(VStream *in, const ConvertArgs *a, GError **error)
                 "vmsnap convert: %s (stream, %s, %u pass%s) -> %s (snapshot): RAM %s, "
                 "%" G_GUINT64_FORMAT " pages written, %" G_GUINT64_FORMAT " zero, "
                 "%u devices, %.2f s\n",
-                in_name, bytes, receiver_passes(r), receiver_passes(r) == 1 ? "" : "es", path,
-                ram, stats.normal_pages, stats.zero_pages, n_devices, secs_taken);
+                in_name, bytes, receiver_passes(r), receiver_passes(r) == 1 ? "" : "es", path, ram,
+                stats.normal_pages, stats.zero_pages, n_devices, secs_taken);
     }
     receiver_free(r);
     return ok;
@@ -244,8 +244,8 @@ static bool file_to_stream(VmsnapSnapshot *s, VStream *out, StreamWriter **wp, G
         .version = STREAM_VERSION,
         .channels = 1,
         .page_size = FORMAT_PAGE_SIZE,
-        .writer_version = (VMSNAP_VERSION_MAJOR << 16) | (VMSNAP_VERSION_MINOR << 8) |
-                          VMSNAP_VERSION_MICRO,
+        .writer_version =
+            (VMSNAP_VERSION_MAJOR << 16) | (VMSNAP_VERSION_MINOR << 8) | VMSNAP_VERSION_MICRO,
     };
     memcpy(h.vm_uuid, f->header.vm_uuid, 16);
     for (unsigned i = 0; i < 4; i++) {
@@ -334,8 +334,7 @@ static void stream_out_close(StreamOut *o)
     g_free(o->path);
 }
 
-static bool convert_file(const char *path, uint64_t offset, const ConvertArgs *a,
-                         GError **error)
+static bool convert_file(const char *path, uint64_t offset, const ConvertArgs *a, GError **error)
 {
     uint64_t t0 = g_get_monotonic_time();
     g_autoptr(VmsnapSnapshot) s = vmsnap_snapshot_open(path, offset, 0, error);
@@ -392,9 +391,10 @@ static bool convert(const ConvertArgs *a, GError **error)
         return convert_file(path, offset, a, error);
     if (n < 0)
         return errno_error(error, errno, "%s: cannot read", path);
-    g_set_error(error, FORMAT_ERROR, FORMAT_ERROR_NOT_SNAPSHOT,
-                "%s: neither a vmsnap snapshot nor a vmsnap stream (magic at offset %"
-                G_GUINT64_FORMAT ")", path, offset);
+    g_set_error(
+        error, FORMAT_ERROR, FORMAT_ERROR_NOT_SNAPSHOT,
+        "%s: neither a vmsnap snapshot nor a vmsnap stream (magic at offset %" G_GUINT64_FORMAT ")",
+        path, offset);
     return false;
 }
 

@@ -91,8 +91,7 @@ static bool migrate_parse(int argc, char **argv, MigrateArgs *a, GError **error)
     uint64_t nch = 0;
     if (channels && !parse_uint(channels, "--channels", 1, 255, &nch, error))
         return false;
-    if (!migrate_parse_limits(downtime, bandwidth, &a->downtime_limit, &a->max_bandwidth,
-                              error))
+    if (!migrate_parse_limits(downtime, bandwidth, &a->downtime_limit, &a->max_bandwidth, error))
         return false;
     a->socket = g_steal_pointer(&socket);
     a->uri = migrate_absolute_uri(args[1]);

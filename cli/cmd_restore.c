@@ -83,23 +83,26 @@ int cli_restore(int argc, char **argv)
     GOptionEntry entries[] = {
         { "mode", 0, 0, G_OPTION_ARG_STRING, &mode_text,
           "map (default: private mapping of the file, instant) or copy (read every page "
-          "into fresh memory, checking each checksum)", "map|copy" },
+          "into fresh memory, checking each checksum)",
+          "map|copy" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
           "Check every page checksum before the guest runs (map mode)", NULL },
         { "serial", 's', 0, G_OPTION_ARG_STRING, &serial,
           "Serial port: stdio (default; input from stdin unless the snapshot is read from "
-          "stdin), file:PATH[,input=INPATH], unix:PATH or none", "BACKEND" },
-        { "qmp", 'q', 0, G_OPTION_ARG_STRING, &qmp, "QMP control socket (unix:PATH)",
-          "unix:PATH" },
+          "stdin), file:PATH[,input=INPATH], unix:PATH or none",
+          "BACKEND" },
+        { "qmp", 'q', 0, G_OPTION_ARG_STRING, &qmp, "QMP control socket (unix:PATH)", "unix:PATH" },
         { "paused", 'S', 0, G_OPTION_ARG_NONE, &paused,
           "Leave the restored VM paused (QMP 'cont' resumes it)", NULL },
         { "x-skip-device-load", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING_ARRAY, &skip,
           "Test only: do not load this device state on --incoming/restore: SECTION[N][.PART], "
-          "repeatable or comma-separated (docs/CLI.md)", "SPEC" },
+          "repeatable or comma-separated (docs/CLI.md)",
+          "SPEC" },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("URI - start a VM from a snapshot");
-    g_option_context_set_summary(ctx,
+    g_option_context_set_summary(
+        ctx,
         "Restores a VM saved with 'vmsnap save' or QMP 'migrate'. URI is file:PATH[,offset=N]\n"
         "or a path (a mapped-RAM snapshot), or exec:CMD or - (a stream read from the\n"
         "command's output or stdin, e.g. exec:'zstd -dc vm.zst'). The snapshot carries the\n"

@@ -16,17 +16,16 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
     GOptionEntry entries[] = {
         { "memory", 'm', 0, G_OPTION_ARG_STRING, &memory,
           "Guest RAM (default 256M; a bare number is MiB, as in QEMU)", "SIZE" },
-        { "cpus", 'c', 0, G_OPTION_ARG_STRING, &cpus, "Number of vCPUs, 1 to 32 (default 1)",
-          "N" },
+        { "cpus", 'c', 0, G_OPTION_ARG_STRING, &cpus, "Number of vCPUs, 1 to 32 (default 1)", "N" },
         { "kernel", 'k', 0, G_OPTION_ARG_FILENAME, &cfg->kernel,
           "Kernel: multiboot v1 ELF32, Linux bzImage or Linux vmlinux (ELF64) "
-          "(default: the embedded self-checking guest)", "FILE" },
-        { "initrd", 0, 0, G_OPTION_ARG_FILENAME, &cfg->initrd,
-          "Initial ramdisk for a Linux kernel", "FILE" },
+          "(default: the embedded self-checking guest)",
+          "FILE" },
+        { "initrd", 0, 0, G_OPTION_ARG_FILENAME, &cfg->initrd, "Initial ramdisk for a Linux kernel",
+          "FILE" },
         { "append", 'a', 0, G_OPTION_ARG_STRING, &cfg->append, "Kernel command line", "ARGS" },
         { "serial", 's', 0, G_OPTION_ARG_STRING, &cfg->serial,
-          "Serial port: stdio (default), file:PATH[,input=INPATH], unix:PATH or none",
-          "BACKEND" },
+          "Serial port: stdio (default), file:PATH[,input=INPATH], unix:PATH or none", "BACKEND" },
         { "qmp", 'q', 0, G_OPTION_ARG_STRING, &cfg->qmp, "QMP control socket (unix:PATH)",
           "unix:PATH" },
         { "name", 'n', 0, G_OPTION_ARG_STRING, &cfg->name, "VM name (query-name)", "NAME" },
@@ -38,24 +37,27 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         { "incoming", 'i', 0, G_OPTION_ARG_STRING, &incoming,
           "Wait for an incoming migration: a snapshot (file:PATH[,offset=N]) or a stream "
           "(unix:PATH, tcp:HOST:PORT, exec:CMD) loaded at "
-          "start, or 'defer' to wait for the QMP migrate-incoming", "URI|defer" },
+          "start, or 'defer' to wait for the QMP migrate-incoming",
+          "URI|defer" },
         { "restore-mode", 0, 0, G_OPTION_ARG_STRING, &mode,
           "With --incoming: map (default) or copy", "map|copy" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
           "With --incoming: check every page checksum before the guest runs", NULL },
         { "x-skip-device-load", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING_ARRAY,
-          &cfg->skip_devices, "Test only: do not load this device state on --incoming/restore: SECTION[N][.PART], "
-          "repeatable or comma-separated (docs/CLI.md)", "SPEC" },
+          &cfg->skip_devices,
+          "Test only: do not load this device state on --incoming/restore: SECTION[N][.PART], "
+          "repeatable or comma-separated (docs/CLI.md)",
+          "SPEC" },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- boot a VM");
     g_option_context_set_summary(ctx,
                                  "Boots a KVM virtual machine with a multiboot or Linux kernel.");
-    g_option_context_set_description(ctx,
-        "Examples:\n"
-        "  vmsnap run --memory 256M --qmp unix:/tmp/vm.sock\n"
-        "  vmsnap run --cpus 2 --memory 1G --append 'bevery=4' --serial file:/tmp/vm.out\n"
-        "  vmsnap run --kernel vmlinux --initrd initramfs.gz --append 'console=ttyS0'\n");
+    g_option_context_set_description(
+        ctx, "Examples:\n"
+             "  vmsnap run --memory 256M --qmp unix:/tmp/vm.sock\n"
+             "  vmsnap run --cpus 2 --memory 1G --append 'bevery=4' --serial file:/tmp/vm.out\n"
+             "  vmsnap run --kernel vmlinux --initrd initramfs.gz --append 'console=ttyS0'\n");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_strict_posix(ctx, FALSE);
 
@@ -81,7 +83,8 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
     if (cfg->memory < MIN_MEMORY || cfg->memory % 4096) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "--memory: %" G_GUINT64_FORMAT " bytes; need a multiple of 4 KiB, at least "
-                    "2 MiB", cfg->memory);
+                    "2 MiB",
+                    cfg->memory);
         return false;
     }
     uint64_t ncpus = 1;
@@ -98,8 +101,7 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
     }
     if (cfg->uuid && !g_uuid_string_is_valid(cfg->uuid)) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--uuid: '%s' is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-                    cfg->uuid);
+                    "--uuid: '%s' is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", cfg->uuid);
         return false;
     }
     ChardevSpec spec;
@@ -107,8 +109,8 @@ bool cli_run_parse(int argc, char **argv, MachineConfig *cfg, GError **error)
         return false;
     chardev_spec_clear(&spec);
     if (cfg->qmp && (!g_str_has_prefix(cfg->qmp, "unix:") || !cfg->qmp[5])) {
-        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--qmp: '%s' is not unix:PATH", cfg->qmp);
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--qmp: '%s' is not unix:PATH",
+                    cfg->qmp);
         return false;
     }
     if (cfg->skip_devices) {

@@ -13,7 +13,7 @@ typedef struct SaveArgs {
     bool json;
     bool live;
     bool auto_converge;
-    unsigned channels; /* 0: leave the VM's setting */
+    unsigned channels;      /* 0: leave the VM's setting */
     int64_t downtime_limit; /* -1: leave the VM's setting */
     int64_t max_bandwidth;  /* -1: leave the VM's setting */
 } SaveArgs;
@@ -90,8 +90,9 @@ static bool save_parse(int argc, char **argv, SaveArgs *a, GError **error)
     /* These tune precopy; a stopped save has no passes to tune. */
     if (!live && (downtime || bandwidth || auto_converge)) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s needs --live",
-                    downtime ? "--downtime-limit" : bandwidth ? "--max-bandwidth"
-                                                              : "--auto-converge");
+                    downtime    ? "--downtime-limit"
+                    : bandwidth ? "--max-bandwidth"
+                                : "--auto-converge");
         return false;
     }
     if (!migrate_parse_limits(downtime, bandwidth, &a->downtime_limit, &a->max_bandwidth, error))

@@ -202,8 +202,8 @@ static char *render_live(JsonObject *info, double fallback_rate, unsigned width)
     g_autoptr(GPtrArray) f = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(f, g_strdup(status ? status : "waiting"));
     if (member(ram, "dirty-sync-count"))
-        g_ptr_array_add(f, g_strdup_printf("pass %" G_GINT64_FORMAT,
-                                           get_int(ram, "dirty-sync-count", 0)));
+        g_ptr_array_add(
+            f, g_strdup_printf("pass %" G_GINT64_FORMAT, get_int(ram, "dirty-sync-count", 0)));
     g_autofree char *left = progress_format_bytes(get_u64(ram, "remaining"));
     g_ptr_array_add(f, g_strdup_printf("remaining %s", left));
     double mbps = get_double(ram, "mbps", 0);
@@ -399,8 +399,7 @@ static int follow(const MigrateRun *r, QmpConn *c, JsonNode **out)
         if (!info) {
             if (tty)
                 progress_clear(stderr);
-            fprintf(stderr, "%s: %s: query-migrate did not return an object\n", r->prog,
-                    r->socket);
+            fprintf(stderr, "%s: %s: query-migrate did not return an object\n", r->prog, r->socket);
             return MIGRATE_EXIT_QMP;
         }
         const char *status = get_str(info, "status");
@@ -424,8 +423,10 @@ static int follow(const MigrateRun *r, QmpConn *c, JsonNode **out)
             if (r->pause_before_switchover && !continue_sent) {
                 if (tty)
                     progress_clear(stderr);
-                fprintf(stderr, "%s: pre-switchover: the source is paused before the switchover;"
-                                " sending migrate-continue\n", r->prog);
+                fprintf(stderr,
+                        "%s: pre-switchover: the source is paused before the switchover;"
+                        " sending migrate-continue\n",
+                        r->prog);
                 g_autoptr(JsonObject) a = json_object_new();
                 json_object_set_string_member(a, "state", "pre-switchover");
                 g_autoptr(JsonNode) rc = qmp_conn_execute(c, "migrate-continue", a, &error);
@@ -435,8 +436,10 @@ static int follow(const MigrateRun *r, QmpConn *c, JsonNode **out)
             } else if (!r->pause_before_switchover && !waiting_noted) {
                 if (tty)
                     progress_clear(stderr);
-                fprintf(stderr, "%s: the VM waits in pre-switchover (its pause-before-switchover "
-                                "capability is on): send migrate-continue\n", r->prog);
+                fprintf(stderr,
+                        "%s: the VM waits in pre-switchover (its pause-before-switchover "
+                        "capability is on): send migrate-continue\n",
+                        r->prog);
                 waiting_noted = true;
             }
         }

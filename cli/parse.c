@@ -67,8 +67,8 @@ bool parse_size(const char *text, uint64_t default_unit, uint64_t *out, GError *
         /* frac / frac_scale * unit must be a whole number of bytes */
         if (unit % frac_scale && (frac * unit) % frac_scale)
             return bad_size(text, "not a whole number of bytes", error);
-        uint64_t extra = unit % frac_scale == 0 ? frac * (unit / frac_scale)
-                                                : frac * unit / frac_scale;
+        uint64_t extra =
+            unit % frac_scale == 0 ? frac * (unit / frac_scale) : frac * unit / frac_scale;
         if (bytes > UINT64_MAX - extra)
             return bad_size(text, "too large", error);
         bytes += extra;
@@ -84,8 +84,9 @@ bool parse_uint(const char *text, const char *what, uint64_t min, uint64_t max, 
     g_autoptr(GError) local = NULL;
     if (!g_ascii_string_to_unsigned(text, 10, min, max, &v, &local)) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "%s: '%s' is not a whole number from %" G_GUINT64_FORMAT " to %"
-                    G_GUINT64_FORMAT, what, text, min, max);
+                    "%s: '%s' is not a whole number from %" G_GUINT64_FORMAT
+                    " to %" G_GUINT64_FORMAT,
+                    what, text, min, max);
         return false;
     }
     *out = v;

@@ -24,30 +24,30 @@ typedef enum {
     FORMAT_ERROR_INVALID,      /* a writer's input breaks a rule (format_plan_layout) */
 } FormatError;
 
-#define FORMAT_MAGIC             "\x89VMSNAP\n"
-#define FORMAT_MAGIC_LEN         8
-#define FORMAT_HEADER_SIZE       4096u
-#define FORMAT_VERSION           1u
-#define FORMAT_STATE_PARTIAL     0x54524150u /* "PART" */
-#define FORMAT_STATE_DONE        0x454E4F44u /* "DONE" */
-#define FORMAT_PAGE_SIZE         4096u
-#define FORMAT_AREA_ALIGN        (1u << 20)
-#define FORMAT_DIR_ENTRY_SIZE    64u
-#define FORMAT_BLOCK_ENTRY_SIZE  64u
-#define FORMAT_MAX_BLOCKS        64u
-#define FORMAT_MAX_SECTIONS      4096u
-#define FORMAT_MAX_SECTION_SIZE  (256ull << 20)
-#define FORMAT_MAX_BLOCK_SIZE    (16ull << 40)
-#define FORMAT_SECTION_NAME_MAX  23u /* + NUL in 24 bytes */
-#define FORMAT_BLOCK_NAME_MAX    31u /* + NUL in 32 bytes */
+#define FORMAT_MAGIC            "\x89VMSNAP\n"
+#define FORMAT_MAGIC_LEN        8
+#define FORMAT_HEADER_SIZE      4096u
+#define FORMAT_VERSION          1u
+#define FORMAT_STATE_PARTIAL    0x54524150u /* "PART" */
+#define FORMAT_STATE_DONE       0x454E4F44u /* "DONE" */
+#define FORMAT_PAGE_SIZE        4096u
+#define FORMAT_AREA_ALIGN       (1u << 20)
+#define FORMAT_DIR_ENTRY_SIZE   64u
+#define FORMAT_BLOCK_ENTRY_SIZE 64u
+#define FORMAT_MAX_BLOCKS       64u
+#define FORMAT_MAX_SECTIONS     4096u
+#define FORMAT_MAX_SECTION_SIZE (256ull << 20)
+#define FORMAT_MAX_BLOCK_SIZE   (16ull << 40)
+#define FORMAT_SECTION_NAME_MAX 23u /* + NUL in 24 bytes */
+#define FORMAT_BLOCK_NAME_MAX   31u /* + NUL in 32 bytes */
 
 /* Feature bits known to this reader (none in version 1). */
-#define FORMAT_COMPAT_KNOWN      0ull
-#define FORMAT_INCOMPAT_KNOWN    0ull
+#define FORMAT_COMPAT_KNOWN   0ull
+#define FORMAT_INCOMPAT_KNOWN 0ull
 
 /* Directory entry flags. */
-#define FORMAT_SECTION_FIELDS    (1u << 0)
-#define FORMAT_SECTION_REQUIRED  (1u << 1)
+#define FORMAT_SECTION_FIELDS      (1u << 0)
+#define FORMAT_SECTION_REQUIRED    (1u << 1)
 #define FORMAT_SECTION_FLAGS_KNOWN (FORMAT_SECTION_FIELDS | FORMAT_SECTION_REQUIRED)
 
 /* On-disk section type IDs. When adding an ID, also update
@@ -174,29 +174,28 @@ void format_meta_free(FormatMetaWriter *m);
  * a short read, which names the offset and the file size). The parser only asks
  * for ranges inside [base, disk_size) and passes the callback's errors through
  * unchanged, so they should name the file. */
-typedef bool (*FormatReadFn)(void *opaque, uint64_t offset, void *buf, size_t len,
-                             GError **error);
+typedef bool (*FormatReadFn)(void *opaque, uint64_t offset, void *buf, size_t len, GError **error);
 
 typedef enum {
-    FORMAT_OPEN_ALLOW_PARTIAL = 1 << 0,    /* inspect/verify: accept a "PART" header */
-    FORMAT_OPEN_DROP_CHECKSUMS = 1 << 1,   /* verify the checksum tables, then free them */
+    FORMAT_OPEN_ALLOW_PARTIAL = 1 << 0,  /* inspect/verify: accept a "PART" header */
+    FORMAT_OPEN_DROP_CHECKSUMS = 1 << 1, /* verify the checksum tables, then free them */
 } FormatOpenFlags;
 
 /* A parsed, validated snapshot. */
 typedef struct FormatSnapshot {
     FormatHeader header;
-    char *what;                 /* file name for error messages */
-    uint64_t disk_size;         /* size of the file on disk */
+    char *what;         /* file name for error messages */
+    uint64_t disk_size; /* size of the file on disk */
     unsigned n_sections;
-    FormatSection *sections;    /* in directory order */
-    GBytes **payloads;          /* per section, verified; NULL for dropped checksum tables */
+    FormatSection *sections; /* in directory order */
+    GBytes **payloads;       /* per section, verified; NULL for dropped checksum tables */
     unsigned n_blocks;
     FormatBlock *blocks;
     /* Shortcuts into payloads (no extra references): */
-    GBytes *config;             /* CONFIG payload (fields) */
+    GBytes *config; /* CONFIG payload (fields) */
     uint32_t config_version;
-    GBytes **present;           /* per block: PRESENT_BITMAP payload */
-    GBytes **checksums;         /* per block: PAGE_CHECKSUMS payload, NULL if dropped */
+    GBytes **present;   /* per block: PRESENT_BITMAP payload */
+    GBytes **checksums; /* per block: PAGE_CHECKSUMS payload, NULL if dropped */
 } FormatSnapshot;
 
 /*
@@ -222,14 +221,13 @@ typedef GBytes *(*FormatMapFn)(void *opaque, uint64_t offset, size_t len, GError
  * NULL (they are read-only). */
 #define FORMAT_MAP_MIN (256u << 10)
 FormatSnapshot *format_snapshot_parse_mapped(FormatReadFn read, FormatMapFn map, void *opaque,
-                                             const char *what, uint64_t base,
-                                             uint64_t disk_size, unsigned flags,
-                                             GError **error);
+                                             const char *what, uint64_t base, uint64_t disk_size,
+                                             unsigned flags, GError **error);
 void format_snapshot_free(FormatSnapshot *s);
 
 /* The first section of this type/name/instance (name NULL: any), or NULL. */
-const FormatSection *format_snapshot_find(const FormatSnapshot *s, uint32_t type,
-                                          const char *name, uint32_t instance);
+const FormatSection *format_snapshot_find(const FormatSnapshot *s, uint32_t type, const char *name,
+                                          uint32_t instance);
 
 /* The verified payload of section index i (directory order), or NULL if dropped. */
 static inline GBytes *format_snapshot_payload(const FormatSnapshot *s, unsigned i)

@@ -239,14 +239,12 @@ FormatSnapshot *format_snapshot_parse(FormatReadFn read, void *opaque, const cha
                                       uint64_t base, uint64_t disk_size, unsigned flags,
                                       GError **error)
 {
-    return format_snapshot_parse_mapped(read, NULL, opaque, what, base, disk_size, flags,
-                                        error);
+    return format_snapshot_parse_mapped(read, NULL, opaque, what, base, disk_size, flags, error);
 }
 
 FormatSnapshot *format_snapshot_parse_mapped(FormatReadFn read, FormatMapFn map, void *opaque,
-                                             const char *what, uint64_t base,
-                                             uint64_t disk_size, unsigned flags,
-                                             GError **error)
+                                             const char *what, uint64_t base, uint64_t disk_size,
+                                             unsigned flags, GError **error)
 {
     g_autoptr(FormatSnapshot) s = g_new0(FormatSnapshot, 1);
     Parser p = { .s = s, .read = read, .map = map, .opaque = opaque, .flags = flags };

@@ -89,25 +89,24 @@ const char *stream_record_name(uint32_t type)
     return "unknown";
 }
 
-bool stream_record_error(GError **error, int code, const char *what, uint32_t channel,
-                         uint32_t seq, uint32_t type, uint64_t offset, const char *fmt, ...)
+bool stream_record_error(GError **error, int code, const char *what, uint32_t channel, uint32_t seq,
+                         uint32_t type, uint64_t offset, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     const char *name = stream_record_name(type);
-    g_autofree char *tn = strcmp(name, "unknown") == 0 ? g_strdup_printf("unknown type %u", type)
-                                                       : g_strdup(name);
+    g_autofree char *tn =
+        strcmp(name, "unknown") == 0 ? g_strdup_printf("unknown type %u", type) : g_strdup(name);
     g_set_error(error, FORMAT_ERROR, code,
-                "%s: channel %u, record %u (%s) at offset %" PRIu64 ": %s", what, channel, seq,
-                tn, offset, msg);
+                "%s: channel %u, record %u (%s) at offset %" PRIu64 ": %s", what, channel, seq, tn,
+                offset, msg);
     return false;
 }
 
 static bool G_GNUC_PRINTF(5, 6)
-    header_error(GError **error, int code, const char *what, const char *kind, const char *fmt,
-                 ...)
+    header_error(GError **error, int code, const char *what, const char *kind, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -138,8 +137,8 @@ void stream_header_encode(const StreamHeader *h, uint8_t out[STREAM_HEADER_SIZE]
     le32_store(out + SH_CHECKSUM, header_checksum(out));
 }
 
-bool stream_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const char *what,
-                          StreamHeader *h, GError **error)
+bool stream_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const char *what, StreamHeader *h,
+                          GError **error)
 {
     const char *k = "stream header";
     memset(h, 0, sizeof(*h));
@@ -165,10 +164,10 @@ bool stream_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const char *what
     memcpy(h->session, in + SH_SESSION, 16);
     h->writer_version = le32_load(in + SH_WRITER_VERSION);
     if (h->version != STREAM_VERSION) {
-        return header_error(error, h->version > STREAM_VERSION ? FORMAT_ERROR_UNSUPPORTED
-                                                               : FORMAT_ERROR_CORRUPT,
-                            what, k, "version %u at offset %u, this vmsnap reads version %u",
-                            h->version, SH_VERSION, STREAM_VERSION);
+        return header_error(
+            error, h->version > STREAM_VERSION ? FORMAT_ERROR_UNSUPPORTED : FORMAT_ERROR_CORRUPT,
+            what, k, "version %u at offset %u, this vmsnap reads version %u", h->version,
+            SH_VERSION, STREAM_VERSION);
     }
     if (h->flags & ~STREAM_FLAGS_KNOWN) {
         return header_error(error, FORMAT_ERROR_UNSUPPORTED, what, k,
@@ -182,8 +181,8 @@ bool stream_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const char *what
     }
     if (h->page_size != FORMAT_PAGE_SIZE) {
         return header_error(error, FORMAT_ERROR_UNSUPPORTED, what, k,
-                            "page_size at offset %u is %u, expected %u", SH_PAGE_SIZE,
-                            h->page_size, FORMAT_PAGE_SIZE);
+                            "page_size at offset %u is %u, expected %u", SH_PAGE_SIZE, h->page_size,
+                            FORMAT_PAGE_SIZE);
     }
     return true;
 }
@@ -223,10 +222,10 @@ bool stream_channel_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const ch
     }
     uint32_t version = le32_load(in + CH_VERSION);
     if (version != STREAM_VERSION) {
-        return header_error(error, version > STREAM_VERSION ? FORMAT_ERROR_UNSUPPORTED
-                                                            : FORMAT_ERROR_CORRUPT,
-                            what, k, "version %u at offset %u, this vmsnap reads version %u",
-                            version, CH_VERSION, STREAM_VERSION);
+        return header_error(
+            error, version > STREAM_VERSION ? FORMAT_ERROR_UNSUPPORTED : FORMAT_ERROR_CORRUPT, what,
+            k, "version %u at offset %u, this vmsnap reads version %u", version, CH_VERSION,
+            STREAM_VERSION);
     }
     uint32_t idx = le32_load(in + CH_INDEX);
     if (idx < 1 || idx >= STREAM_MAX_CHANNELS) {
@@ -263,8 +262,8 @@ void stream_record_header_store(uint32_t type, uint32_t seq, uint32_t length, ui
     le64_store(out + RH_CHECKSUM, checksum);
 }
 
-void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *payload,
-                               int iovcnt, uint8_t out[STREAM_RECORD_HEADER])
+void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *payload, int iovcnt,
+                               uint8_t out[STREAM_RECORD_HEADER])
 {
     size_t len = 0;
     uint64_t sum;
@@ -397,22 +396,20 @@ void stream_config_prefix_encode(uint32_t config_version, uint8_t out[STREAM_CON
     le32_store(out + CF_RESERVED, 0);
 }
 
-bool stream_config_decode(const void *payload, size_t len, uint32_t *config_version,
-                          GError **error)
+bool stream_config_decode(const void *payload, size_t len, uint32_t *config_version, GError **error)
 {
     const uint8_t *p = payload;
     *config_version = 0;
     if (len < STREAM_CONFIG_PREFIX) {
-        return payload_error(error, "payload of %zu bytes is shorter than the %u-byte prefix",
-                             len, STREAM_CONFIG_PREFIX);
+        return payload_error(error, "payload of %zu bytes is shorter than the %u-byte prefix", len,
+                             STREAM_CONFIG_PREFIX);
     }
     uint32_t version = le32_load(p + CF_VERSION);
     if (version == 0) {
         return payload_error(error, "config_version is 0");
     }
     if (le32_load(p + CF_RESERVED) != 0) {
-        return payload_error(error, "reserved field at payload offset %u is not zero",
-                             CF_RESERVED);
+        return payload_error(error, "reserved field at payload offset %u is not zero", CF_RESERVED);
     }
     if (!fields_ok(p, len, STREAM_CONFIG_PREFIX, error)) {
         return false;
@@ -488,16 +485,18 @@ bool stream_pages_decode(const void *payload, size_t len, const FormatBlock *blo
     size_t words = format_bitmap_words(npages);
     size_t prefix = stream_pages_prefix(npages);
     if (len < prefix) {
-        return payload_error(error, "payload of %zu bytes is shorter than the %zu-byte prefix "
-                             "for %u pages", len, prefix, npages);
+        return payload_error(error,
+                             "payload of %zu bytes is shorter than the %zu-byte prefix "
+                             "for %u pages",
+                             len, prefix, npages);
     }
     const uint8_t *sent = p + PG_BITMAPS;
     const uint8_t *zero = sent + 8 * words;
     uint64_t ndata = 0;
     for (size_t i = 0; i < words; i++) {
         uint64_t s = le64_load(sent + 8 * i), z = le64_load(zero + 8 * i);
-        uint64_t valid = i + 1 < words || npages % 64 == 0 ? UINT64_MAX
-                                                           : (1ull << (npages % 64)) - 1;
+        uint64_t valid =
+            i + 1 < words || npages % 64 == 0 ? UINT64_MAX : (1ull << (npages % 64)) - 1;
         if ((s | z) & ~valid) {
             return payload_error(error, "%s bitmap has bits set past npages %u",
                                  s & ~valid ? "sent" : "zero", npages);
@@ -570,8 +569,7 @@ bool stream_end_decode(const void *payload, size_t len, StreamEnd *e, GError **e
         return payload_error(error, "unknown flags 0x%x", flags & ~STREAM_END_SOURCE_RUNNING);
     }
     if (le32_load(p + EN_RESERVED) != 0) {
-        return payload_error(error, "reserved field at payload offset %u is not zero",
-                             EN_RESERVED);
+        return payload_error(error, "reserved field at payload offset %u is not zero", EN_RESERVED);
     }
     e->flags = flags;
     e->records = le64_load(p + EN_RECORDS);
@@ -595,8 +593,8 @@ bool stream_device_prefix_decode(const void *payload, size_t len, uint32_t *inst
     *instance = *version = 0;
     name[0] = '\0';
     if (len < STREAM_DEVICE_PREFIX) {
-        return payload_error(error, "payload of %zu bytes is shorter than the %u-byte prefix",
-                             len, STREAM_DEVICE_PREFIX);
+        return payload_error(error, "payload of %zu bytes is shorter than the %u-byte prefix", len,
+                             STREAM_DEVICE_PREFIX);
     }
     const char *why = NULL;
     if (!format_name_decode(p + DV_NAME, DV_NAME_SIZE, name, false, &why)) {

@@ -8,15 +8,15 @@
 
 #include <sys/uio.h>
 
-#define STREAM_MAGIC          "\x89VMSTRM\n"
-#define STREAM_CHANNEL_MAGIC  "\x89VMSCHN\n"
-#define STREAM_VERSION        1u
-#define STREAM_HEADER_SIZE    64u
-#define STREAM_RECORD_HEADER  24u
-#define STREAM_MAX_PAYLOAD    ((16u << 20) + 4096u)
-#define STREAM_MAX_CHANNELS   64u
-#define STREAM_MAX_BATCH      1024u   /* pages per PAGES record */
-#define STREAM_MAX_DEVICES    1024u   /* DEVICE records in a stream */
+#define STREAM_MAGIC            "\x89VMSTRM\n"
+#define STREAM_CHANNEL_MAGIC    "\x89VMSCHN\n"
+#define STREAM_VERSION          1u
+#define STREAM_HEADER_SIZE      64u
+#define STREAM_RECORD_HEADER    24u
+#define STREAM_MAX_PAYLOAD      ((16u << 20) + 4096u)
+#define STREAM_MAX_CHANNELS     64u
+#define STREAM_MAX_BATCH        1024u        /* pages per PAGES record */
+#define STREAM_MAX_DEVICES      1024u        /* DEVICE records in a stream */
 #define STREAM_MAX_DEVICE_BYTES (256u << 20) /* their payloads, all together */
 
 #define STREAM_FLAG_VALIDATE_UUID (1u << 0)
@@ -40,9 +40,8 @@ const char *stream_record_name(uint32_t type);
 
 /* Sets a FORMAT_ERROR `code` naming the record:
  * "<what>: channel C, record SEQ (TYPE) at offset O: <message>"; returns false. */
-bool stream_record_error(GError **error, int code, const char *what, uint32_t channel,
-                         uint32_t seq, uint32_t type, uint64_t offset, const char *fmt, ...)
-    G_GNUC_PRINTF(8, 9);
+bool stream_record_error(GError **error, int code, const char *what, uint32_t channel, uint32_t seq,
+                         uint32_t type, uint64_t offset, const char *fmt, ...) G_GNUC_PRINTF(8, 9);
 
 typedef struct StreamHeader {
     uint32_t version;
@@ -56,8 +55,8 @@ typedef struct StreamHeader {
 
 void stream_header_encode(const StreamHeader *h, uint8_t out[STREAM_HEADER_SIZE]);
 /* Checks magic, checksum, version, flags, channels, page_size. `what` names the stream. */
-bool stream_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const char *what,
-                          StreamHeader *h, GError **error);
+bool stream_header_decode(const uint8_t in[STREAM_HEADER_SIZE], const char *what, StreamHeader *h,
+                          GError **error);
 
 void stream_channel_header_encode(uint32_t index, const uint8_t session[16],
                                   uint8_t out[STREAM_HEADER_SIZE]);
@@ -73,8 +72,8 @@ typedef struct StreamRecordHeader {
 
 /* Fills the header of a record whose payload is given as iovecs (the checksum is
  * computed over them, seeded with type and seq). */
-void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *payload,
-                               int iovcnt, uint8_t out[STREAM_RECORD_HEADER]);
+void stream_record_header_make(uint32_t type, uint32_t seq, const struct iovec *payload, int iovcnt,
+                               uint8_t out[STREAM_RECORD_HEADER]);
 /* The checksum seed of record (type, seq), and the header of a record whose payload
  * checksum the caller computed itself (XXH3-64 with that seed, e.g. while copying). */
 uint64_t stream_record_seed(uint32_t type, uint32_t seq);
@@ -118,9 +117,9 @@ typedef struct StreamPages {
     uint32_t block;
     uint32_t npages;
     uint64_t first_page;
-    const uint8_t *sent;   /* W little-endian u64 words */
+    const uint8_t *sent; /* W little-endian u64 words */
     const uint8_t *zero;
-    const uint8_t *data;   /* ndata pages */
+    const uint8_t *data; /* ndata pages */
     uint32_t ndata;
 } StreamPages;
 

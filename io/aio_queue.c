@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <string.h>
 
-bool aio_queue_init(AioQueue *q, int fd, bool write, unsigned depth, AioDoneFn done,
-                    void *opaque, GError **error)
+bool aio_queue_init(AioQueue *q, int fd, bool write, unsigned depth, AioDoneFn done, void *opaque,
+                    GError **error)
 {
     memset(q, 0, sizeof(*q));
     q->fd = fd;
@@ -120,8 +120,8 @@ void aio_queue_error(const AioQueue *q, const char *what, GError **error)
 {
     if (q->err_res >= 0 && q->err_len)
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(q->err),
-                    "%s: short %s at offset 0x%" G_GINT64_MODIFIER "x (%ld of %zu bytes): %s",
-                    what, q->write ? "write" : "read", q->err_offset, q->err_res, q->err_len,
+                    "%s: short %s at offset 0x%" G_GINT64_MODIFIER "x (%ld of %zu bytes): %s", what,
+                    q->write ? "write" : "read", q->err_offset, q->err_res, q->err_len,
                     g_strerror(q->err));
     else
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(q->err),

@@ -27,7 +27,7 @@ typedef struct AioQueue {
     struct io_event *events;
     AioDoneFn done;
     void *done_opaque;
-    int err;              /* first errno, 0 if none */
+    int err; /* first errno, 0 if none */
     uint64_t err_offset;
     size_t err_len;
     long err_res;
@@ -35,8 +35,8 @@ typedef struct AioQueue {
 
 /* Sets up a queue of `depth` slots on fd for writes (write=true) or reads.
  * Returns false with an error if the kernel refuses (io_setup). */
-bool aio_queue_init(AioQueue *q, int fd, bool write, unsigned depth, AioDoneFn done,
-                    void *opaque, GError **error);
+bool aio_queue_init(AioQueue *q, int fd, bool write, unsigned depth, AioDoneFn done, void *opaque,
+                    GError **error);
 
 /* Queues one transfer, first waiting for a free slot if all are in flight.
  * Returns false once the queue has failed. */

@@ -254,8 +254,9 @@ VStream *vstream_fd_new(int fd, bool own, const char *name)
     s->own = own;
     struct stat st;
     bool ok = fstat(fd, &st) == 0;
-    s->kind = ok && S_ISSOCK(st.st_mode) ? FD_SOCKET : ok && S_ISFIFO(st.st_mode) ? FD_PIPE
-                                                                                  : FD_FILE;
+    s->kind = ok && S_ISSOCK(st.st_mode)   ? FD_SOCKET
+              : ok && S_ISFIFO(st.st_mode) ? FD_PIPE
+                                           : FD_FILE;
     return &s->base;
 }
 

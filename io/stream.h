@@ -36,8 +36,8 @@ typedef struct VStreamOps {
 struct VStream {
     const VStreamOps *ops;
     char *name;
-    uint64_t written;   /* bytes written so far */
-    uint64_t read;      /* bytes read so far */
+    uint64_t written; /* bytes written so far */
+    uint64_t read;    /* bytes read so far */
 };
 
 /* Writes everything (retrying short writes and EINTR). False with an error naming the

@@ -113,8 +113,8 @@ bool receiver_match_blocks(Receiver *r, GError **error)
             if (p == MAP_FAILED) {
                 int err = errno;
                 g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                            "RAM block '%s': cannot map %" PRIu64 " bytes of memory: %s",
-                            b->name, b->size, g_strerror(err));
+                            "RAM block '%s': cannot map %" PRIu64 " bytes of memory: %s", b->name,
+                            b->size, g_strerror(err));
                 return false;
             }
             d->host = p;
@@ -135,8 +135,8 @@ bool receiver_match_blocks(Receiver *r, GError **error)
         const VmsnapRamBlock *d = &r->dst[j];
         if (d->gpa != b->gpa) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                        "RAM block '%s': gpa 0x%" PRIx64 " in the stream, 0x%" PRIx64
-                        " in this VM", b->name, b->gpa, d->gpa);
+                        "RAM block '%s': gpa 0x%" PRIx64 " in the stream, 0x%" PRIx64 " in this VM",
+                        b->name, b->gpa, d->gpa);
             return false;
         }
         if (d->size != b->size) {
@@ -173,8 +173,7 @@ static bool accept_channels(Receiver *r, GError **error)
     const char *what = r->ch[0]->s->name;
     if (want > 1 && !r->hooks.accept_channel) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "%s: the stream has %u channels, this destination takes only one", what,
-                    want);
+                    "%s: the stream has %u channels, this destination takes only one", what, want);
         return false;
     }
     for (uint32_t n = 1; n < want; n++) {
@@ -183,8 +182,8 @@ static bool accept_channels(Receiver *r, GError **error)
         if (!s) {
             if (!local)
                 local = g_error_new(G_IO_ERROR, G_IO_ERROR_FAILED, "no connection");
-            g_propagate_prefixed_error(error, local, "%s: accepting extra channel %u of %u: ",
-                                       what, n, want - 1);
+            g_propagate_prefixed_error(error, local, "%s: accepting extra channel %u of %u: ", what,
+                                       n, want - 1);
             return false;
         }
         /* Owned by the receiver from here; index unknown until its header is read. */
@@ -199,7 +198,8 @@ static bool accept_channels(Receiver *r, GError **error)
             g_clear_error(&hdr_error);
             g_set_error(&hdr_error, FORMAT_ERROR, FORMAT_ERROR_TRUNCATED,
                         "%s: extra channel %u of %u: truncated: the stream ended in the channel "
-                        "header after %" PRIu64 " bytes", s->name, n, want - 1, s->read);
+                        "header after %" PRIu64 " bytes",
+                        s->name, n, want - 1, s->read);
         }
         if (ok) {
             tmp->offset = STREAM_HEADER_SIZE;
@@ -208,14 +208,15 @@ static bool accept_channels(Receiver *r, GError **error)
         ok = ok && stream_channel_header_decode(buf, s->name, &index, session, &hdr_error);
         if (ok && index >= want) {
             g_set_error(&hdr_error, FORMAT_ERROR, FORMAT_ERROR_CORRUPT,
-                        "%s: channel header: index %u, the stream has %u channels", s->name,
-                        index, want);
+                        "%s: channel header: index %u, the stream has %u channels", s->name, index,
+                        want);
             ok = false;
         }
         if (ok && memcmp(session, r->header.session, 16) != 0) {
             g_set_error(&hdr_error, FORMAT_ERROR, FORMAT_ERROR_CORRUPT,
                         "%s: channel header: channel %u presents another session than the main "
-                        "channel's (a connection from another migration?)", s->name, index);
+                        "channel's (a connection from another migration?)",
+                        s->name, index);
             ok = false;
         }
         if (ok && r->ch[index]) {
@@ -282,8 +283,8 @@ static bool run_threads(Receiver *r, GError **error)
         g_mutex_unlock(&r->lock);
         ch->thread = g_thread_try_new(name, channel_thread, ch, &start_error);
         if (!ch->thread) {
-            g_prefix_error(&start_error, "%s: starting the thread of channel %u: ",
-                           r->ch[0]->s->name, i);
+            g_prefix_error(&start_error,
+                           "%s: starting the thread of channel %u: ", r->ch[0]->s->name, i);
             g_atomic_int_add(&r->refs, -1);
             g_mutex_lock(&r->lock);
             r->running--;

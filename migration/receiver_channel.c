@@ -41,8 +41,8 @@ static bool G_GNUC_PRINTF(4, 5)
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    return stream_record_error(error, FORMAT_ERROR_CORRUPT, ch_what(ch), ch->index, h->seq,
-                               h->type, ch->offset, "%s", msg);
+    return stream_record_error(error, FORMAT_ERROR_CORRUPT, ch_what(ch), ch->index, h->seq, h->type,
+                               ch->offset, "%s", msg);
 }
 
 /* Prefixes an error (from a payload decoder, a hook or the stream) with the record,
@@ -255,8 +255,7 @@ static bool handle_sync(Channel *ch, const StreamRecordHeader *h, GError **error
     if (!stream_sync_decode(ch->buf, h->length, &s, &local))
         return rec_wrap(ch, h, local, error);
     if (s.pass != ch->synced + 1)
-        return rec_error(ch, h, error, "SYNC of pass %u, expected pass %u", s.pass,
-                         ch->synced + 1);
+        return rec_error(ch, h, error, "SYNC of pass %u, expected pass %u", s.pass, ch->synced + 1);
     bool final = (s.flags & STREAM_SYNC_FINAL) != 0;
     bool ok = true;
     g_mutex_lock(&r->lock);
@@ -266,11 +265,15 @@ static bool handle_sync(Channel *ch, const StreamRecordHeader *h, GError **error
         if (o == ch)
             continue;
         if (o->final && s.pass > o->synced)
-            ok = rec_error(ch, h, error, "SYNC of pass %u, but channel %u ended its passes with "
-                           "pass %u", s.pass, o->index, o->synced);
+            ok = rec_error(ch, h, error,
+                           "SYNC of pass %u, but channel %u ended its passes with "
+                           "pass %u",
+                           s.pass, o->index, o->synced);
         else if (o->final && final && s.pass != o->synced)
-            ok = rec_error(ch, h, error, "FINAL SYNC of pass %u, but channel %u's FINAL SYNC "
-                           "was pass %u", s.pass, o->index, o->synced);
+            ok = rec_error(ch, h, error,
+                           "FINAL SYNC of pass %u, but channel %u's FINAL SYNC "
+                           "was pass %u",
+                           s.pass, o->index, o->synced);
         else if (final && o->synced > s.pass)
             ok = rec_error(ch, h, error, "FINAL SYNC of pass %u, but channel %u is at pass %u",
                            s.pass, o->index, o->synced);
@@ -340,8 +343,7 @@ static bool check_eof(Channel *ch, GError **error)
     return false;
 }
 
-static bool handle_end(Channel *ch, const StreamRecordHeader *h, uint64_t checksum,
-                       GError **error)
+static bool handle_end(Channel *ch, const StreamRecordHeader *h, uint64_t checksum, GError **error)
 {
     GError *local = NULL;
     StreamEnd e;
@@ -380,8 +382,8 @@ static bool read_record(Channel *ch, StreamRecordHeader *h, GError **error)
     uint64_t before = ch->s->read;
     if (!read_raw(ch, hb, sizeof(hb), &eof, &local)) {
         if (!eof) {
-            g_propagate_prefixed_error(error, local, "channel %u, reading record %u: ",
-                                       ch->index, ch->seq);
+            g_propagate_prefixed_error(error, local, "channel %u, reading record %u: ", ch->index,
+                                       ch->seq);
             return false;
         }
         g_error_free(local);
@@ -392,8 +394,10 @@ static bool read_record(Channel *ch, StreamRecordHeader *h, GError **error)
     if (!stream_record_header_decode(hb, ch_what(ch), ch->index, ch->offset, h, error))
         return false;
     if (h->seq != ch->seq)
-        return rec_error(ch, h, error, "sequence number %u, expected %u (a record was lost or "
-                         "repeated)", h->seq, ch->seq);
+        return rec_error(ch, h, error,
+                         "sequence number %u, expected %u (a record was lost or "
+                         "repeated)",
+                         h->seq, ch->seq);
     if (!check_order(ch, h, error))
         return false;
     if (h->length > ch->cap) {

@@ -15,54 +15,54 @@ typedef enum {
 
 typedef struct Channel {
     Receiver *r;
-    uint32_t index;      /* 0 = main */
-    VStream *s;          /* owned */
-    uint64_t offset;     /* bytes of this channel consumed so far */
-    uint32_t seq;        /* next expected sequence number */
+    uint32_t index;  /* 0 = main */
+    VStream *s;      /* owned */
+    uint64_t offset; /* bytes of this channel consumed so far */
+    uint32_t seq;    /* next expected sequence number */
     StreamChain *chain;
     ChannelPhase phase;
-    uint32_t synced;     /* SYNC records delivered (r->lock when others may look) */
-    bool final;          /* its FINAL SYNC was delivered */
-    uint8_t *buf;        /* payload buffer, reused */
+    uint32_t synced; /* SYNC records delivered (r->lock when others may look) */
+    bool final;      /* its FINAL SYNC was delivered */
+    uint8_t *buf;    /* payload buffer, reused */
     size_t cap;
     GThread *thread;
-    bool done;           /* its thread is about to return (r->lock) */
+    bool done; /* its thread is about to return (r->lock) */
 } Channel;
 
 struct Receiver {
-    gint refs;             /* the caller's, plus one per running channel thread */
-    VmsnapRamBlock *dst;   /* the destination's blocks (host pointers) */
+    gint refs;           /* the caller's, plus one per running channel thread */
+    VmsnapRamBlock *dst; /* the destination's blocks (host pointers) */
     unsigned n_dst;
-    bool own_blocks;       /* receiver_new got no blocks: they are mmaps of ours */
-    bool zeroed;           /* dst read as zero before the run (receiver_assume_zeroed) */
-    uint64_t **written;    /* zeroed: per stream block, a bit per page written with data */
+    bool own_blocks;    /* receiver_new got no blocks: they are mmaps of ours */
+    bool zeroed;        /* dst read as zero before the run (receiver_assume_zeroed) */
+    uint64_t **written; /* zeroed: per stream block, a bit per page written with data */
     ReceiverHooks hooks;
     bool ran;
 
     StreamHeader header;
-    FormatBlock *blocks;   /* the stream's RAM_BLOCKS table */
+    FormatBlock *blocks; /* the stream's RAM_BLOCKS table */
     unsigned n_blocks;
-    unsigned *map;         /* stream block -> index in dst */
+    unsigned *map; /* stream block -> index in dst */
     GBytes *config;
     uint32_t config_version;
-    GArray *devices;       /* ReceivedSection */
+    GArray *devices; /* ReceivedSection */
     uint64_t device_bytes;
     bool source_running;
-    uint64_t end_us;       /* the main channel's END was checked */
+    uint64_t end_us; /* the main channel's END was checked */
 
     Channel *ch[STREAM_MAX_CHANNELS];
     unsigned n_channels;
-    bool threaded;         /* channels > 1: one thread per channel */
+    bool threaded; /* channels > 1: one thread per channel */
 
-    GMutex lock;           /* the fields below, and synced/final of every channel */
+    GMutex lock; /* the fields below, and synced/final of every channel */
     GCond cond;
     bool failed;
-    GError *error;         /* the first error of any channel thread */
-    unsigned running;      /* channel threads not finished */
-    GRWLock apply;         /* readers: applying pages; writer: a failed run waits them out */
+    GError *error;    /* the first error of any channel thread */
+    unsigned running; /* channel threads not finished */
+    GRWLock apply;    /* readers: applying pages; writer: a failed run waits them out */
 
-    uint64_t bytes;        /* atomic */
-    uint64_t pages;        /* atomic */
+    uint64_t bytes; /* atomic */
+    uint64_t pages; /* atomic */
 };
 
 Channel *channel_new(Receiver *r, uint32_t index, VStream *s, uint64_t offset);

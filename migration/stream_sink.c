@@ -13,7 +13,7 @@ typedef struct StreamSink {
     VStream **streams;
     StreamWriter **writers;
     bool validate_uuid;
-    bool zero_copy;          /* the final pass: the VM is paused */
+    bool zero_copy; /* the final pass: the VM is paused */
 } StreamSink;
 
 typedef struct StreamWorker {
@@ -57,8 +57,7 @@ static bool worker_finish(void *worker, GError **error)
     __atomic_fetch_add(&p->written_bytes, stream_writer_bytes(w->w) - before, __ATOMIC_RELAXED);
     __atomic_fetch_add(&p->normal_pages, stream_writer_data_pages(w->w) - w->data0,
                        __ATOMIC_RELAXED);
-    __atomic_fetch_add(&p->zero_pages, stream_writer_zero_pages(w->w) - w->zero0,
-                       __ATOMIC_RELAXED);
+    __atomic_fetch_add(&p->zero_pages, stream_writer_zero_pages(w->w) - w->zero0, __ATOMIC_RELAXED);
     return ok;
 }
 
@@ -86,8 +85,8 @@ static bool ss_begin(SaveSink *s, GError **error)
                  (s->vm->running ? STREAM_FLAG_LIVE : 0),
         .channels = ss->n,
         .page_size = FORMAT_PAGE_SIZE,
-        .writer_version = (VMSNAP_VERSION_MAJOR << 16) | (VMSNAP_VERSION_MINOR << 8) |
-                          VMSNAP_VERSION_MICRO,
+        .writer_version =
+            (VMSNAP_VERSION_MAJOR << 16) | (VMSNAP_VERSION_MINOR << 8) | VMSNAP_VERSION_MICRO,
     };
     memcpy(h.vm_uuid, s->vm->uuid, 16);
     for (unsigned i = 0; i < 4; i++) {
@@ -138,8 +137,8 @@ static bool ss_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool fi
     /* Every channel closes the pass, so the receiver can hold pass n+1 back until
      * all of pass n has landed (PROTOCOL.md section 3.2). */
     for (unsigned i = 0; i < ss->n; i++)
-        if (!stream_writer_sync(ss->writers[i], pass, final ? STREAM_SYNC_FINAL : 0,
-                                dirty_left, error))
+        if (!stream_writer_sync(ss->writers[i], pass, final ? STREAM_SYNC_FINAL : 0, dirty_left,
+                                error))
             return false;
     uint64_t sent = total_bytes(ss) - before;
     __atomic_fetch_add(&s->bytes, sent, __ATOMIC_RELAXED);

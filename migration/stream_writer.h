@@ -32,13 +32,12 @@ bool stream_writer_record(StreamWriter *w, uint32_t type, const struct iovec *pa
                           GError **error);
 
 /* Typed records. */
-bool stream_writer_config(StreamWriter *w, uint32_t config_version, GBytes *fields,
-                          GError **error);
+bool stream_writer_config(StreamWriter *w, uint32_t config_version, GBytes *fields, GError **error);
 /* pages_offset of the blocks is ignored (sent as 0). */
 bool stream_writer_ram_blocks(StreamWriter *w, const FormatBlock *blocks, unsigned n_blocks,
                               GError **error);
-bool stream_writer_device(StreamWriter *w, const char *name, uint32_t instance,
-                          uint32_t version, const void *fields, size_t len, GError **error);
+bool stream_writer_device(StreamWriter *w, const char *name, uint32_t instance, uint32_t version,
+                          const void *fields, size_t len, GError **error);
 bool stream_writer_sync(StreamWriter *w, uint32_t pass, uint32_t flags, uint64_t dirty_pages,
                         GError **error);
 /* The last record: sends pending pages, then END with the record count and chain,

@@ -321,8 +321,8 @@ static pid_t spawn_shell(const char *command, int child_fd, bool to_child, const
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (r) {
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(r), "%s: cannot run /bin/sh: %s",
-                    name, g_strerror(r));
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(r), "%s: cannot run /bin/sh: %s", name,
+                    g_strerror(r));
         return -1;
     }
     return pid;
@@ -448,7 +448,8 @@ static TransportListener *listen_unix(const MigrateUri *u, const char *name, GEr
 
 static TransportListener *listen_tcp(const MigrateUri *u, const char *name, GError **error)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE };
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(*u->host ? u->host : NULL, u->port, &hints, &res);
@@ -460,8 +461,7 @@ static TransportListener *listen_tcp(const MigrateUri *u, const char *name, GErr
     int fd = -1, err = ENOENT;
     const char *what = "bind";
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             err = errno;
             what = "socket";
@@ -548,8 +548,8 @@ VStream *transport_accept(TransportListener *l, int timeout_ms, GError **error)
             return NULL;
         }
         if (r == 0 && wait_ms >= 0 && g_get_monotonic_time() >= deadline) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
-                        "%s: no connection within %d ms", l->name, timeout_ms);
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT, "%s: no connection within %d ms",
+                        l->name, timeout_ms);
             return NULL;
         }
         if (r <= 0)

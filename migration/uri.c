@@ -23,8 +23,8 @@ static bool parse_file(const char *rest, MigrateUri *u, GError **error)
         guint64 v;
         g_autoptr(GError) local = NULL;
         bool hex = g_str_has_prefix(num, "0x") || g_str_has_prefix(num, "0X");
-        if (!*num || !g_ascii_string_to_unsigned(hex ? num + 2 : num, hex ? 16 : 10, 0,
-                                                 G_MAXINT64, &v, &local))
+        if (!*num || !g_ascii_string_to_unsigned(hex ? num + 2 : num, hex ? 16 : 10, 0, G_MAXINT64,
+                                                 &v, &local))
             return bad(error, "file: offset '%s' is not a number", num);
         u->offset = v;
         u->has_offset = true;

@@ -18,8 +18,8 @@ static bool load_one(const char *what, const VmsnapSectionPayload *sec, const Vm
     if (sec->version > d->version || sec->version < d->min_version) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                     "%s: section '%s' instance %u has version %u, this vmsnap loads versions "
-                    "%u to %u", what, sec->name, sec->instance, sec->version, d->min_version,
-                    d->version);
+                    "%u to %u",
+                    what, sec->name, sec->instance, sec->version, d->min_version, d->version);
         return false;
     }
     gsize len;
@@ -55,8 +55,8 @@ bool vmsnap_load_device_sections(const char *what, const VmsnapSectionPayload *s
             found = !strcmp(devices[j].name, sec->name) && devices[j].instance == sec->instance;
         if (!found) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                        "%s: section '%s' instance %u (version %u) has no device in this VM",
-                        what, sec->name, sec->instance, sec->version);
+                        "%s: section '%s' instance %u (version %u) has no device in this VM", what,
+                        sec->name, sec->instance, sec->version);
             return false;
         }
     }
@@ -68,8 +68,7 @@ bool vmsnap_load_device_sections(const char *what, const VmsnapSectionPayload *s
                 sec = &sections[i];
         if (!sec) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                        "%s: no section for device '%s' instance %u", what, d->name,
-                        d->instance);
+                        "%s: no section for device '%s' instance %u", what, d->name, d->instance);
             return false;
         }
         if (!skipped(skip, d->name) && !load_one(what, sec, d, error))

@@ -17,17 +17,18 @@ const FormatBlock *snapfile_match_block(const VmsnapSnapshot *s, const VmsnapRam
             continue;
         if (fb->gpa != rb->gpa || fb->size != rb->size || fb->page_size != rb->page_size) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                        "%s: RAM block '%s' is gpa 0x%" G_GINT64_MODIFIER "x size %"
-                        G_GUINT64_FORMAT " in the snapshot but gpa 0x%" G_GINT64_MODIFIER
-                        "x size %" G_GUINT64_FORMAT " in this VM", s->what, fb->name, fb->gpa,
-                        fb->size, rb->gpa, rb->size);
+                        "%s: RAM block '%s' is gpa 0x%" G_GINT64_MODIFIER
+                        "x size %" G_GUINT64_FORMAT " in the snapshot but gpa 0x%" G_GINT64_MODIFIER
+                        "x size %" G_GUINT64_FORMAT " in this VM",
+                        s->what, fb->name, fb->gpa, fb->size, rb->gpa, rb->size);
             return NULL;
         }
         return fb;
     }
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                 "%s: the snapshot has no RAM block '%s' (this VM has %" G_GUINT64_FORMAT
-                " bytes there)", s->what, rb->name, rb->size);
+                " bytes there)",
+                s->what, rb->name, rb->size);
     return NULL;
 }
 
@@ -41,7 +42,8 @@ bool snapfile_check_blocks(const VmsnapSnapshot *s, const VmsnapRamBlock *blocks
         if (!found) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                         "%s: RAM block '%s' (%" G_GUINT64_FORMAT " bytes) has no counterpart "
-                        "in this VM", s->what, s->fmt->blocks[i].name, s->fmt->blocks[i].size);
+                        "in this VM",
+                        s->what, s->fmt->blocks[i].name, s->fmt->blocks[i].size);
             return false;
         }
     }

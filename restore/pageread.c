@@ -18,7 +18,7 @@
 #define QUEUE_DEPTH  16u
 
 typedef struct Chunk {
-    unsigned block;   /* snapshot block index */
+    unsigned block; /* snapshot block index */
     uint64_t first;
     uint64_t count;
 } Chunk;
@@ -26,8 +26,8 @@ typedef struct Chunk {
 typedef struct ReadJob {
     VmsnapSnapshot *s;
     int fd;
-    bool verify;                   /* false: copy into dst */
-    uint8_t **dst;                 /* per snapshot block: guest memory (copy) */
+    bool verify;   /* false: copy into dst */
+    uint8_t **dst; /* per snapshot block: guest memory (copy) */
     Chunk *chunks;
     unsigned n_chunks;
     gint next;
@@ -36,7 +36,7 @@ typedef struct ReadJob {
     GError *error;
     VmsnapBadPageFn bad;
     void *bad_opaque;
-    uint64_t n_bad;                /* atomic */
+    uint64_t n_bad; /* atomic */
     VmsnapProgress *progress;
 } ReadJob;
 
@@ -44,7 +44,7 @@ typedef struct Slot {
     unsigned block;
     uint64_t first;
     uint64_t count;
-    uint8_t *buf;                  /* bounce buffer (verify) */
+    uint8_t *buf; /* bounce buffer (verify) */
 } Slot;
 
 typedef struct Reader {
@@ -90,8 +90,8 @@ static void bad_page(Reader *r, const FormatBlock *b, uint64_t page, const char 
     }
     GError *err = g_error_new(G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                               "%s: RAM block '%s' page 0x%" G_GINT64_MODIFIER "x at file offset "
-                              "0x%" G_GINT64_MODIFIER "x: %s", job->s->what, b->name, page, off,
-                              reason);
+                              "0x%" G_GINT64_MODIFIER "x: %s",
+                              job->s->what, b->name, page, off, reason);
     job_fail(job, err);
 }
 
@@ -113,7 +113,8 @@ static void check_pages(Reader *r, const Slot *slot, const uint8_t *data)
                 char reason[96];
                 g_snprintf(reason, sizeof(reason),
                            "checksum mismatch (stored 0x%016" G_GINT64_MODIFIER
-                           "x, read 0x%016" G_GINT64_MODIFIER "x)", want, got);
+                           "x, read 0x%016" G_GINT64_MODIFIER "x)",
+                           want, got);
                 bad_page(r, b, page, reason);
             }
         } else if (!page_is_zero(p, ps)) {
@@ -163,8 +164,8 @@ static void data_ranges(const ReadJob *job, const FormatBlock *b, const Chunk *c
         off_t h = lseek(job->fd, d, SEEK_HOLE);
         if (h < 0 || h > end)
             h = end;
-        for (uint64_t p = (uint64_t)(d - start) / ps; p < (uint64_t)(h - start + (off_t)ps - 1) / ps;
-             p++)
+        for (uint64_t p = (uint64_t)(d - start) / ps;
+             p < (uint64_t)(h - start + (off_t)ps - 1) / ps; p++)
             bm[p / 64] |= 1ull << (p % 64);
         pos = h;
     }

@@ -18,8 +18,8 @@ bool snapfile_read(void *opaque, uint64_t offset, void *buf, size_t len, GError 
         if (n < 0) {
             int err = errno;
             g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                        "%s: read at offset 0x%" G_GINT64_MODIFIER "x failed: %s", s->what,
-                        offset, g_strerror(err));
+                        "%s: read at offset 0x%" G_GINT64_MODIFIER "x failed: %s", s->what, offset,
+                        g_strerror(err));
             return false;
         }
         if (n == 0) {
@@ -27,8 +27,8 @@ bool snapfile_read(void *opaque, uint64_t offset, void *buf, size_t len, GError 
             fstat(s->fd, &st);
             g_set_error(error, FORMAT_ERROR, FORMAT_ERROR_TRUNCATED,
                         "%s: truncated: the file is %" G_GINT64_FORMAT " bytes, the snapshot "
-                        "needs %" G_GUINT64_FORMAT, s->what, (gint64)st.st_size,
-                        offset + len);
+                        "needs %" G_GUINT64_FORMAT,
+                        s->what, (gint64)st.st_size, offset + len);
             return false;
         }
         p += n;
@@ -87,7 +87,8 @@ static VmsnapSnapshot *open_common(int fd, uint64_t offset, const char *what, un
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_REGULAR_FILE,
                     "%s: not a regular file (a stream needs 'vmsnap convert' or an exec:/unix: "
-                    "source)", what);
+                    "source)",
+                    what);
         vmsnap_snapshot_close(s);
         return NULL;
     }
@@ -118,14 +119,13 @@ VmsnapSnapshot *vmsnap_snapshot_open(const char *path, uint64_t offset, unsigned
     return open_common(fd, offset, path, flags, error);
 }
 
-VmsnapSnapshot *vmsnap_snapshot_open_fd(int fd, uint64_t offset, const char *what,
-                                        unsigned flags, GError **error)
+VmsnapSnapshot *vmsnap_snapshot_open_fd(int fd, uint64_t offset, const char *what, unsigned flags,
+                                        GError **error)
 {
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) {
         int err = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s: %s", what,
-                    g_strerror(err));
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s: %s", what, g_strerror(err));
         return NULL;
     }
     return open_common(copy, offset, what, flags, error);

@@ -8,7 +8,7 @@
 #include <vmsnap/restore.h>
 
 struct VmsnapSnapshot {
-    int fd;                 /* buffered, read-only */
+    int fd; /* buffered, read-only */
     char *what;
     uint64_t base;
     FormatSnapshot *fmt;

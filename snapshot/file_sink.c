@@ -229,8 +229,8 @@ static bool fs_begin(SaveSink *s, GError **error)
     FormatHeader *h = &fs->header;
     memset(h, 0, sizeof(*h));
     h->format_version = FORMAT_VERSION;
-    h->writer_version = (VMSNAP_VERSION_MAJOR << 16) | (VMSNAP_VERSION_MINOR << 8) |
-                        VMSNAP_VERSION_MICRO;
+    h->writer_version =
+        (VMSNAP_VERSION_MAJOR << 16) | (VMSNAP_VERSION_MINOR << 8) | VMSNAP_VERSION_MICRO;
     h->state = FORMAT_STATE_PARTIAL;
     for (unsigned i = 0; i < 4; i++) {
         guint32 r = g_random_int();
@@ -379,16 +379,16 @@ void file_sink_stats(SaveSink *s, VmsnapSaveStats *stats)
     *stats = fs->stats;
 }
 
-SaveSink *file_sink_new(const VmsnapVm *vm, const char *path, int fd,
-                        const VmsnapSaveOptions *opt, GError **error)
+SaveSink *file_sink_new(const VmsnapVm *vm, const char *path, int fd, const VmsnapSaveOptions *opt,
+                        GError **error)
 {
     FileSink *fs = g_new0(FileSink, 1);
     fs->base.ops = &file_sink_ops;
     fs->base.vm = vm;
     fs->target.meta_fd = fs->target.page_fd = -1;
     if (opt)
-        memcpy(&fs->opt, opt, MIN(opt->struct_size ? opt->struct_size : sizeof(*opt),
-                                  sizeof(fs->opt)));
+        memcpy(&fs->opt, opt,
+               MIN(opt->struct_size ? opt->struct_size : sizeof(*opt), sizeof(fs->opt)));
     fs->path = path;
     fs->fd = fd;
     fs->n_blocks = vm->n_blocks;
@@ -404,7 +404,8 @@ SaveSink *file_sink_new(const VmsnapVm *vm, const char *path, int fd,
         if (r->page_size != FORMAT_PAGE_SIZE || r->size % r->page_size || !r->host) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                         "save: RAM block '%s' has page size %u or size %" G_GUINT64_FORMAT
-                        " that the format cannot store", r->name, r->page_size, r->size);
+                        " that the format cannot store",
+                        r->name, r->page_size, r->size);
             fs_free(&fs->base);
             return NULL;
         }

@@ -42,8 +42,7 @@ static bool run_save(const VmsnapVm *vm, const char *path, int fd, const VmsnapS
     if (stats) {
         file_sink_stats(s, stats);
         stats->total_ns = ((uint64_t)g_get_monotonic_time() - t0) * 1000;
-        stats->pages_ns = stats->total_ns - stats->metadata_ns - stats->sync_ns -
-                          (t1 - t0) * 1000;
+        stats->pages_ns = stats->total_ns - stats->metadata_ns - stats->sync_ns - (t1 - t0) * 1000;
     }
     s->ops->free(s);
     return ok;

@@ -17,7 +17,7 @@ typedef struct Shared {
     GMutex lock;
     GError *error;
     uint64_t start_us;
-    uint64_t bytes;            /* atomic: for the rate limit */
+    uint64_t bytes; /* atomic: for the rate limit */
 } Shared;
 
 typedef struct Worker {
@@ -29,8 +29,8 @@ bool scan_page_is_zero(const uint8_t *p, size_t len)
 {
     const uint64_t *w = (const uint64_t *)p;
     for (size_t i = 0; i < len / 8; i += 8) {
-        uint64_t acc = w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
-                       w[i + 7];
+        uint64_t acc =
+            w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
         if (acc)
             return false;
     }

@@ -14,10 +14,10 @@
 
 typedef struct ScanChunk {
     unsigned block;
-    uint64_t first;            /* page index in the block */
-    uint64_t count;            /* pages, at most SCAN_CHUNK_PAGES */
-    uint64_t sel[SCAN_CHUNK_PAGES / 64];   /* pages to send, bit i = page first+i */
-    uint64_t zero[SCAN_CHUNK_PAGES / 64];  /* of those, the zero pages */
+    uint64_t first;                       /* page index in the block */
+    uint64_t count;                       /* pages, at most SCAN_CHUNK_PAGES */
+    uint64_t sel[SCAN_CHUNK_PAGES / 64];  /* pages to send, bit i = page first+i */
+    uint64_t zero[SCAN_CHUNK_PAGES / 64]; /* of those, the zero pages */
     uint64_t nsel;
 } ScanChunk;
 
@@ -39,14 +39,14 @@ typedef bool (*ScanRearmFn)(void *opaque, unsigned block, uint64_t first, uint64
 typedef struct ScanJob {
     const VmsnapRamBlock *blocks;
     unsigned n_blocks;
-    uint64_t *const *select;        /* per block, NULL = every page */
+    uint64_t *const *select; /* per block, NULL = every page */
     unsigned threads;
     const ScanSinkOps *ops;
     void *sink;
-    VmsnapProgress *progress;       /* scanned/normal/zero pages (written by the sink) */
+    VmsnapProgress *progress; /* scanned/normal/zero pages (written by the sink) */
     const int *cancel;
-    uint64_t max_bandwidth;         /* bytes/s over all threads, 0 = unlimited */
-    unsigned delay_us;              /* test hook: pause per chunk */
+    uint64_t max_bandwidth; /* bytes/s over all threads, 0 = unlimited */
+    unsigned delay_us;      /* test hook: pause per chunk */
     /* Run worker 0 on the calling thread. For a final pass (VM paused): starting and
      * joining a thread cost more than a pass of a few dozen pages (0.3-0.6 ms against
      * 0.05-0.15 ms on a 2-CPU VM host, all of it downtime). Not for live passes: a

@@ -43,8 +43,8 @@ struct SaveSink {
     unsigned threads;
     const int *cancel;
     uint64_t max_bandwidth;
-    uint64_t bytes;            /* bytes written by passes so far (atomic) */
-    unsigned delay_us;         /* test hook, see scan.h */
+    uint64_t bytes;    /* bytes written by passes so far (atomic) */
+    unsigned delay_us; /* test hook, see scan.h */
     /* Set by the precopy driver for live passes when the VMM re-arms tracking per
      * chunk (VmsnapVmOps.dirty_rearm); sinks hand it to their ScanJob. */
     ScanRearmFn rearm;
@@ -53,8 +53,8 @@ struct SaveSink {
 
 /* The mapped-RAM file sink (snapshot/file_sink.c). path != NULL: by path (atomic
  * replace unless in_place or offset > 0); else the open regular file fd. */
-SaveSink *file_sink_new(const VmsnapVm *vm, const char *path, int fd,
-                        const VmsnapSaveOptions *opt, GError **error);
+SaveSink *file_sink_new(const VmsnapVm *vm, const char *path, int fd, const VmsnapSaveOptions *opt,
+                        GError **error);
 /* Statistics of a finished file save. */
 void file_sink_stats(SaveSink *s, VmsnapSaveStats *stats);
 

@@ -27,7 +27,8 @@ static bool check_regular(SaveTarget *t, GError **error)
     if (!S_ISREG(st.st_mode)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_REGULAR_FILE,
                     "%s: not a regular file (a mapped-RAM snapshot needs a seekable file; "
-                    "pipes and sockets carry the stream format)", t->what);
+                    "pipes and sockets carry the stream format)",
+                    t->what);
         return false;
     }
     return true;
@@ -160,8 +161,8 @@ bool save_target_commit(SaveTarget *t, uint64_t end, GError **error)
         return true;
     if (rename(t->tmp_path, t->path) < 0) {
         int err = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                    "cannot rename %s to %s: %s", t->tmp_path, t->path, g_strerror(err));
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "cannot rename %s to %s: %s",
+                    t->tmp_path, t->path, g_strerror(err));
         return false;
     }
     g_clear_pointer(&t->tmp_path, g_free);

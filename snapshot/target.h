@@ -7,14 +7,14 @@
 #include <stdint.h>
 
 typedef struct SaveTarget {
-    char *what;        /* the file named in errors */
-    char *path;        /* final path, NULL for fd targets */
-    char *tmp_path;    /* PATH.partial while writing (path targets without offset) */
-    int meta_fd;       /* buffered: header, metadata, fdatasync */
-    int page_fd;       /* O_DIRECT when direct, else == meta_fd */
+    char *what;     /* the file named in errors */
+    char *path;     /* final path, NULL for fd targets */
+    char *tmp_path; /* PATH.partial while writing (path targets without offset) */
+    int meta_fd;    /* buffered: header, metadata, fdatasync */
+    int page_fd;    /* O_DIRECT when direct, else == meta_fd */
     bool own_meta_fd;
     bool direct;
-    uint64_t base;     /* offset of the snapshot in the file */
+    uint64_t base; /* offset of the snapshot in the file */
 } SaveTarget;
 
 /* Opens `path` for a snapshot at `offset`. Not in place: a new PATH.partial that
@@ -25,8 +25,7 @@ bool save_target_open_path(SaveTarget *t, const char *path, uint64_t offset, boo
                            bool buffered, GError **error);
 
 /* Uses an open regular file (not closed by the target). */
-bool save_target_open_fd(SaveTarget *t, int fd, uint64_t offset, bool buffered,
-                         GError **error);
+bool save_target_open_fd(SaveTarget *t, int fd, uint64_t offset, bool buffered, GError **error);
 
 /* True when the target is the same file as fd (st_dev/st_ino). */
 bool save_target_is_file(const SaveTarget *t, int fd);

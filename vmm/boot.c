@@ -9,10 +9,9 @@
 #define GDT_TSS    0x18
 
 static const uint64_t boot_gdt[] = {
-    0,
-    0x00cf9a000000ffffull, /* 0x08: 32-bit code, base 0, limit 4 GiB */
-    0x00cf92000000ffffull, /* 0x10: 32-bit data, base 0, limit 4 GiB */
-    0x00008b000000ffffull, /* 0x18: busy 32-bit TSS at 0 (only to satisfy entry checks) */
+    0, 0x00cf9a000000ffffull, /* 0x08: 32-bit code, base 0, limit 4 GiB */
+    0x00cf92000000ffffull,    /* 0x10: 32-bit data, base 0, limit 4 GiB */
+    0x00008b000000ffffull,    /* 0x18: busy 32-bit TSS at 0 (only to satisfy entry checks) */
 };
 
 void boot_flat_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code64)

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#define VMLINUX_PROTOCOL 0x020fu
-#define VMLINUX_INITRD_MAX 0x7fffffffu
-#define VMLINUX_CMDLINE_SIZE 2047u
+#define VMLINUX_PROTOCOL           0x020fu
+#define VMLINUX_INITRD_MAX         0x7fffffffu
+#define VMLINUX_CMDLINE_SIZE       2047u
 #define XLF_CAN_BE_LOADED_ABOVE_4G 0x02u
 
 static const uint64_t linux_gdt[] = {
@@ -64,21 +64,24 @@ static bool build_page_tables(GuestRam *ram, GError **error)
 /* Places the initrd as high as allowed: below initrd_addr_max and the end of the
  * low RAM block, above the kernel, page aligned. */
 static bool place_initrd(GuestRam *ram, const uint8_t *initrd, size_t initrd_len,
-                         const char *initrd_what, uint32_t addr_max, LinuxBoot *out,
-                         GError **error)
+                         const char *initrd_what, uint32_t addr_max, LinuxBoot *out, GError **error)
 {
     if (initrd_len == 0)
         return image_fail(error, initrd_what, "the initrd is empty");
     uint64_t top = MIN((uint64_t)addr_max + 1, ram->blocks[0].size);
     if (initrd_len > top)
-        return image_fail(error, initrd_what, "the initrd (%zu bytes) is larger than the RAM below "
-                    "0x%" G_GINT64_MODIFIER "x", initrd_len, top);
+        return image_fail(error, initrd_what,
+                          "the initrd (%zu bytes) is larger than the RAM below "
+                          "0x%" G_GINT64_MODIFIER "x",
+                          initrd_len, top);
     uint64_t addr = (top - initrd_len) & ~0xfffull;
     if (addr < out->kernel_end)
-        return image_fail(error, initrd_what, "the initrd (%zu bytes) does not fit between the kernel "
-                    "(ends at 0x%" G_GINT64_MODIFIER "x) and 0x%" G_GINT64_MODIFIER "x (the end "
-                    "of low RAM or initrd_addr_max); add --memory", initrd_len,
-                    out->kernel_end, top);
+        return image_fail(error, initrd_what,
+                          "the initrd (%zu bytes) does not fit between the kernel "
+                          "(ends at 0x%" G_GINT64_MODIFIER "x) and 0x%" G_GINT64_MODIFIER
+                          "x (the end "
+                          "of low RAM or initrd_addr_max); add --memory",
+                          initrd_len, out->kernel_end, top);
     uint8_t *dst = ram_ptr(ram, addr, initrd_len);
     if (!dst)
         return image_fail(error, initrd_what, "no guest RAM at 0x%" G_GINT64_MODIFIER "x", addr);
@@ -104,20 +107,23 @@ static void vmlinux_header(uint8_t *zp, const LinuxBoot *lb)
 }
 
 bool linux_load(const uint8_t *image, size_t len, const char *what, const char *cmdline,
-                const uint8_t *initrd, size_t initrd_len, const char *initrd_what,
-                GuestRam *ram, LinuxBoot *out, GError **error)
+                const uint8_t *initrd, size_t initrd_len, const char *initrd_what, GuestRam *ram,
+                LinuxBoot *out, GError **error)
 {
     memset(out, 0, sizeof(*out));
     if (!cmdline)
         cmdline = "";
     LinuxKind kind;
     if (!linux_detect(image, len, &kind))
-        return image_fail(error, what, "neither a bzImage (no \"HdrS\" at 0x202) nor an x86-64 "
-                    "vmlinux ELF64");
+        return image_fail(error, what,
+                          "neither a bzImage (no \"HdrS\" at 0x202) nor an x86-64 "
+                          "vmlinux ELF64");
     out->n_e820 = e820_build(ram, out->e820);
     if (!out->n_e820)
-        return image_fail(error, what, "guest RAM (%" G_GUINT64_FORMAT " KiB) must be larger than "
-                    "1 MiB", ram->total >> 10);
+        return image_fail(error, what,
+                          "guest RAM (%" G_GUINT64_FORMAT " KiB) must be larger than "
+                          "1 MiB",
+                          ram->total >> 10);
 
     uint32_t cmdline_size, initrd_max;
     BzImage bz;
@@ -131,10 +137,11 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
             addr = (addr + bz.kernel_alignment - 1) & ~((uint64_t)bz.kernel_alignment - 1);
         uint8_t *dst = ram_ptr(ram, addr, bz.init_size);
         if (!dst)
-            return image_fail(error, what, "the kernel needs 0x%" G_GINT64_MODIFIER "x-0x%"
-                        G_GINT64_MODIFIER "x (init_size 0x%x), beyond the low RAM block "
-                        "(%" G_GUINT64_FORMAT " MiB); add --memory", addr, addr + bz.init_size,
-                        bz.init_size, ram->blocks[0].size >> 20);
+            return image_fail(error, what,
+                              "the kernel needs 0x%" G_GINT64_MODIFIER "x-0x%" G_GINT64_MODIFIER
+                              "x (init_size 0x%x), beyond the low RAM block "
+                              "(%" G_GUINT64_FORMAT " MiB); add --memory",
+                              addr, addr + bz.init_size, bz.init_size, ram->blocks[0].size >> 20);
         memcpy(dst, image + bz.kernel_offset, bz.kernel_size);
         memset(dst + bz.kernel_size, 0, bz.init_size - bz.kernel_size);
         out->kind = kind;
@@ -160,8 +167,10 @@ bool linux_load(const uint8_t *image, size_t len, const char *what, const char *
     size_t cl = strlen(cmdline);
     size_t cl_max = MIN((size_t)cmdline_size, (size_t)LINUX_CMDLINE_MAX - 1);
     if (cl > cl_max)
-        return image_fail(error, what, "the command line is %zu bytes; this kernel takes at most %zu "
-                    "(cmdline_size)", cl, cl_max);
+        return image_fail(error, what,
+                          "the command line is %zu bytes; this kernel takes at most %zu "
+                          "(cmdline_size)",
+                          cl, cl_max);
     if (initrd && !place_initrd(ram, initrd, initrd_len, initrd_what, initrd_max, out, error))
         return false;
 
@@ -203,8 +212,8 @@ bool boot_linux_vcpus(Vm *vm, const LinuxBoot *lb, GError **error)
     boot_sregs_tables(&sregs, LINUX_BOOT_TSS, LINUX_GDT_ADDR, sizeof(linux_gdt) - 1);
     sregs.cr0 = 0x80000031ull; /* PG | NE | ET | PE */
     sregs.cr3 = LINUX_PML4_ADDR;
-    sregs.cr4 = 0x20;          /* PAE */
-    sregs.efer = 0x500;        /* LME | LMA */
+    sregs.cr4 = 0x20;   /* PAE */
+    sregs.efer = 0x500; /* LME | LMA */
     if (!boot_vcpu_ioctl(v, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS", error))
         return false;
     struct kvm_regs regs = {

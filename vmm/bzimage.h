@@ -33,10 +33,10 @@
 #define LINUX_HDR_INIT_SIZE       0x260u /* u32 */
 #define LINUX_HDR_MAX_END         0x290u /* the header area in boot_params ends here */
 
-#define LINUX_HDR_MAGIC           0x53726448u /* "HdrS" */
-#define LINUX_BOOT_FLAG           0xAA55u
-#define LINUX_MIN_PROTOCOL        0x0206u
-#define LINUX_PROTOCOL_64BIT      0x020cu /* xloadflags and the 64-bit entry */
+#define LINUX_HDR_MAGIC      0x53726448u /* "HdrS" */
+#define LINUX_BOOT_FLAG      0xAA55u
+#define LINUX_MIN_PROTOCOL   0x0206u
+#define LINUX_PROTOCOL_64BIT 0x020cu /* xloadflags and the 64-bit entry */
 
 #define LINUX_LOADFLAGS_LOADED_HIGH  0x01u
 #define LINUX_LOADFLAGS_CAN_USE_HEAP 0x80u
@@ -57,20 +57,20 @@
 #define LINUX_ENTRY64_OFFSET        0x200u /* startup_64 = protected-mode kernel + 0x200 */
 
 typedef struct BzImage {
-    uint16_t version;         /* boot protocol, e.g. 0x020f */
-    uint8_t setup_sects;      /* 0 means 4 */
+    uint16_t version;    /* boot protocol, e.g. 0x020f */
+    uint8_t setup_sects; /* 0 means 4 */
     uint8_t loadflags;
     uint16_t xloadflags;
     uint8_t relocatable;
     uint32_t kernel_alignment;
     uint32_t initrd_addr_max;
-    uint32_t cmdline_size;    /* max command line length, without the NUL */
+    uint32_t cmdline_size; /* max command line length, without the NUL */
     uint64_t pref_address;
-    uint32_t init_size;       /* memory the kernel needs from its load address */
-    size_t setup_size;        /* bytes of real-mode setup code before the kernel */
-    size_t kernel_offset;     /* file offset of the protected-mode kernel */
-    size_t kernel_size;       /* its size in the file */
-    size_t hdr_end;           /* end offset of the setup header to copy (<= 0x290) */
+    uint32_t init_size;   /* memory the kernel needs from its load address */
+    size_t setup_size;    /* bytes of real-mode setup code before the kernel */
+    size_t kernel_offset; /* file offset of the protected-mode kernel */
+    size_t kernel_size;   /* its size in the file */
+    size_t hdr_end;       /* end offset of the setup header to copy (<= 0x290) */
 } BzImage;
 
 /* True if `image` has the setup header magic "HdrS" at 0x202. */
@@ -83,7 +83,10 @@ bool bzimage_parse(const uint8_t *image, size_t len, const char *what, BzImage *
                    GError **error);
 
 /* Little-endian field access in a zero page or a setup header. */
-static inline void linux_put8(uint8_t *p, size_t off, uint8_t v) { p[off] = v; }
+static inline void linux_put8(uint8_t *p, size_t off, uint8_t v)
+{
+    p[off] = v;
+}
 static inline void linux_put16(uint8_t *p, size_t off, uint16_t v)
 {
     p[off] = (uint8_t)v;

@@ -31,24 +31,24 @@ typedef struct Chardev {
     ChardevSpec spec;
     char *spec_text;
 
-    GMutex out_lock;  /* out_fd (a unix client comes and goes) */
-    int out_fd;       /* -1: output discarded */
+    GMutex out_lock; /* out_fd (a unix client comes and goes) */
+    int out_fd;      /* -1: output discarded */
     bool close_out;
     bool out_stalled; /* a unix client did not read for 1 s: drop output, do not wait */
 
-    int in_fd;        /* stdin, INPATH or the unix client; -1: no input now */
+    int in_fd; /* stdin, INPATH or the unix client; -1: no input now */
     bool close_in;
-    bool in_socket;   /* in_fd is the unix client (also out_fd) */
+    bool in_socket; /* in_fd is the unix client (also out_fd) */
     int listen_fd;
     char *sock_path;
     dev_t sock_dev;
     ino_t sock_ino;
 
-    bool tty_raw;     /* stdin was put in raw mode: restore saved_tio on close */
+    bool tty_raw; /* stdin was put in raw mode: restore saved_tio on close */
     struct termios saved_tio;
 
     /* input machinery (main loop) */
-    int kick_fd;      /* eventfd */
+    int kick_fd; /* eventfd */
     guint kick_src, in_src, listen_src;
     uint8_t pending[CHARDEV_PENDING]; /* read from the backend, not yet taken */
     size_t pending_off, pending_len;

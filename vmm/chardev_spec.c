@@ -61,8 +61,8 @@ bool chardev_spec_parse(const char *text, const char *option, ChardevSpec *out, 
     if (!strcmp(kind, "stdio") || !strcmp(kind, "none"))
         return fail(error, option, "'%s' takes no arguments (in '%s')", kind, text);
     if (!colon || (strcmp(kind, "file") && strcmp(kind, "unix")))
-        return fail(error, option, "unknown backend '%s' in '%s' (expected " SPEC_FORMS ")",
-                    kind, text);
+        return fail(error, option, "unknown backend '%s' in '%s' (expected " SPEC_FORMS ")", kind,
+                    text);
 
     g_autoptr(GPtrArray) parts = split_parts(colon + 1);
     const char *path = parts->pdata[0];
@@ -86,8 +86,10 @@ bool chardev_spec_parse(const char *text, const char *option, ChardevSpec *out, 
         }
         chardev_spec_clear(out);
         if (!*opt)
-            return fail(error, option, "empty option after ',' in '%s' (write ',,' for a comma "
-                        "in a path)", text);
+            return fail(error, option,
+                        "empty option after ',' in '%s' (write ',,' for a comma "
+                        "in a path)",
+                        text);
         return fail(error, option, "unknown option '%s' for '%s:' in '%s' (%s)", opt, kind, text,
                     !strcmp(kind, "file") ? "only input=INPATH" : "it takes none");
     }

@@ -7,8 +7,7 @@
 struct kvm_cpuid2 *cpuid_supported(int kvm_fd, GError **error)
 {
     for (unsigned nent = 128; nent <= 4096; nent *= 2) {
-        struct kvm_cpuid2 *c =
-            g_malloc0(sizeof(*c) + nent * sizeof(struct kvm_cpuid_entry2));
+        struct kvm_cpuid2 *c = g_malloc0(sizeof(*c) + nent * sizeof(struct kvm_cpuid_entry2));
         c->nent = nent;
         if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
             return c;

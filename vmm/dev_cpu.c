@@ -596,10 +596,10 @@ static bool vcpu_set(Vcpu *v, unsigned long req, void *arg, const char *what, GE
 }
 
 /* MSRs that a test can leave out on their own (--x-skip-device-load cpuN.PART). */
-#define MSR_IA32_TSC                0x10u
-#define MSR_IA32_TSC_DEADLINE       0x6e0u
-#define MSR_KVM_SYSTEM_TIME         0x12u
-#define MSR_KVM_SYSTEM_TIME_NEW     0x4b564d01u
+#define MSR_IA32_TSC            0x10u
+#define MSR_IA32_TSC_DEADLINE   0x6e0u
+#define MSR_KVM_SYSTEM_TIME     0x12u
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01u
 
 static const char *msr_part(uint32_t index)
 {

@@ -5,8 +5,7 @@
 
 /* PCI configuration mechanism #1 with no host bridge: reads float high (all-ones,
  * "no device"), writes are dropped. Linux concludes there is no PCI. */
-static void pci_conf_pio(void *opaque, uint16_t port, bool is_write, uint8_t *data,
-                         unsigned size)
+static void pci_conf_pio(void *opaque, uint16_t port, bool is_write, uint8_t *data, unsigned size)
 {
     if (!is_write)
         memset(data, 0xff, size);

@@ -72,8 +72,8 @@ bool serial_state_load(Uart *u, VmsnapFieldReader *r, uint32_t version, bool app
     /* LSR.DR means "the FIFO holds a byte": a state where they disagree is unreachable. */
     if (devstate_rd_u8_max(r, "rx_count", UART_FIFO_SIZE, &regs.rx_count) &&
         !(regs.lsr & 0x01) != !regs.rx_count)
-        vmsnap_fr_fail(r, "%u bytes, but lsr 0x%02x says data-ready %u", regs.rx_count,
-                       regs.lsr, regs.lsr & 0x01);
+        vmsnap_fr_fail(r, "%u bytes, but lsr 0x%02x says data-ready %u", regs.rx_count, regs.lsr,
+                       regs.lsr & 0x01);
     devstate_rd_u8_max(r, "irq_level", 1, &level);
     if (vmsnap_fr_failed(r))
         return false;

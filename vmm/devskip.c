@@ -11,11 +11,11 @@ static const char *const sections[] = {
 
 /* The parts of a "cpu" section that dev_cpu.c can leave out one by one. */
 static const char *const cpu_parts[] = {
-    "sregs", "regs", "xsave", "lapic", "msrs", "tsc", "tsc_deadline", "kvmclock_msr",
-    "mp_state", "events", "debugregs", NULL,
+    "sregs",        "regs",         "xsave",    "lapic",  "msrs",      "tsc",
+    "tsc_deadline", "kvmclock_msr", "mp_state", "events", "debugregs", NULL,
 };
 
-#define ANY (-1)
+#define ANY          (-1)
 #define MAX_INSTANCE 4095
 
 typedef struct SkipItem {
@@ -51,8 +51,8 @@ static bool bad_spec(GError **error, const char *spec, const char *why)
     g_autofree char *secs = g_strjoinv(", ", (char **)sections);
     g_autofree char *parts = g_strjoinv(", ", (char **)cpu_parts);
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                "'%s': %s; the form is SECTION[N][.PART], sections: %s; parts (cpu only): %s",
-                spec, why, secs, parts);
+                "'%s': %s; the form is SECTION[N][.PART], sections: %s; parts (cpu only): %s", spec,
+                why, secs, parts);
     return false;
 }
 

@@ -72,8 +72,7 @@ void devstate_set_skip(DevState *ds, DevSkip *skip)
     ds->skip = skip;
 }
 
-bool devstate_skipped(const DevState *ds, const char *section, unsigned instance,
-                      const char *part)
+bool devstate_skipped(const DevState *ds, const char *section, unsigned instance, const char *part)
 {
     if (!ds->skip)
         return false;

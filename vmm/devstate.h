@@ -105,8 +105,7 @@ Vm *devstate_vm(const DevState *ds);
 Uart *devstate_uart(const DevState *ds);
 /* True when the state `part` (NULL: the whole section) of (section, instance) must not
  * be applied (devstate_set_skip()). A load still reads and validates every field. */
-bool devstate_skipped(const DevState *ds, const char *section, unsigned instance,
-                      const char *part);
+bool devstate_skipped(const DevState *ds, const char *section, unsigned instance, const char *part);
 
 /* The data `type`'s init() produced. */
 void *devstate_type_data(const DevState *ds, const DevType *type);

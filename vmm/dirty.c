@@ -75,8 +75,7 @@ bool dirty_log_fetch(Vm *vm, unsigned b, uint64_t *bitmap, GError **error)
     if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
         int err = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                    "KVM_GET_DIRTY_LOG for RAM block '%s' failed: %s", blk->name,
-                    g_strerror(err));
+                    "KVM_GET_DIRTY_LOG for RAM block '%s' failed: %s", blk->name, g_strerror(err));
         return false;
     }
     /* Manual protect: the fetch only reads the log; dirty_log_rearm() re-protects

@@ -67,8 +67,7 @@ static void serial_kick(void *opaque)
     chardev_kick(opaque);
 }
 
-static void debug_exit_pio(void *opaque, uint16_t port, bool is_write, uint8_t *data,
-                           unsigned size)
+static void debug_exit_pio(void *opaque, uint16_t port, bool is_write, uint8_t *data, unsigned size)
 {
     Vm *vm = opaque;
     if (!is_write) {
@@ -162,8 +161,8 @@ static bool load_kernel(Machine *m, GError **error)
     if (linux_detect(image, len, &kind)) {
         g_autofree uint8_t *initrd = NULL;
         gsize initrd_len = 0;
-        if (m->cfg.initrd && !g_file_get_contents(m->cfg.initrd, (char **)&initrd, &initrd_len,
-                                                  error)) {
+        if (m->cfg.initrd &&
+            !g_file_get_contents(m->cfg.initrd, (char **)&initrd, &initrd_len, error)) {
             g_prefix_error(error, "--initrd: ");
             return false;
         }
@@ -176,7 +175,8 @@ static bool load_kernel(Machine *m, GError **error)
     if (m->cfg.initrd) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "--initrd: %s is a multiboot kernel, and vmsnap does not support multiboot "
-                    "modules; --initrd needs a Linux kernel (bzImage or vmlinux)", what);
+                    "modules; --initrd needs a Linux kernel (bzImage or vmlinux)",
+                    what);
         return false;
     }
     MultibootImage img;
@@ -191,8 +191,8 @@ static bool open_qmp(Machine *m, GError **error)
     if (!m->cfg.qmp)
         return true;
     if (!g_str_has_prefix(m->cfg.qmp, "unix:") || !m->cfg.qmp[5]) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "--qmp: '%s' is not unix:PATH", m->cfg.qmp);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "--qmp: '%s' is not unix:PATH",
+                    m->cfg.qmp);
         return false;
     }
     m->qmp = qmp_server_new("vmsnap " VMSNAP_VERSION, VMSNAP_VERSION_MAJOR, VMSNAP_VERSION_MINOR,
@@ -225,8 +225,8 @@ Machine *machine_new(const MachineConfig *cfg, GError **error)
                : cfg->paused ? RUN_STATE_PRELAUNCH
                              : RUN_STATE_RUNNING;
 
-    if (!chardev_open(&m->serial, m->cfg.serial,
-                      cfg->serial_no_stdin ? CHARDEV_OPEN_NO_STDIN : 0, error))
+    if (!chardev_open(&m->serial, m->cfg.serial, cfg->serial_no_stdin ? CHARDEV_OPEN_NO_STDIN : 0,
+                      error))
         goto fail;
     VmConfig vc = { .memory = cfg->memory, .cpus = cfg->cpus, .backing = cfg->backing };
     m->vm = vm_new(&vc, error);

@@ -17,25 +17,25 @@ enum {
 };
 
 typedef struct MachineConfig {
-    uint64_t memory;    /* bytes */
+    uint64_t memory; /* bytes */
     unsigned cpus;
     RamBacking backing;
-    char *kernel;       /* multiboot ELF, bzImage or vmlinux; NULL = the embedded dirty guest */
-    char *initrd;       /* Linux initrd (initramfs) path, or NULL */
-    char *append;       /* kernel command line */
-    char *serial;       /* --serial: stdio | file:PATH[,input=INPATH] | unix:PATH | none */
+    char *kernel;         /* multiboot ELF, bzImage or vmlinux; NULL = the embedded dirty guest */
+    char *initrd;         /* Linux initrd (initramfs) path, or NULL */
+    char *append;         /* kernel command line */
+    char *serial;         /* --serial: stdio | file:PATH[,input=INPATH] | unix:PATH | none */
     bool serial_no_stdin; /* stdin carries the incoming stream: stdio is output only */
-    char *qmp;          /* unix:PATH, or NULL */
+    char *qmp;            /* unix:PATH, or NULL */
     char *name;
-    char *uuid;         /* canonical text form */
-    bool paused;        /* start in prelaunch, like QEMU's -S; after a restore: paused */
+    char *uuid;  /* canonical text form */
+    bool paused; /* start in prelaunch, like QEMU's -S; after a restore: paused */
     /* Incoming migration / restore: no kernel is loaded, the VM starts in inmigrate. */
     bool incoming;
-    bool incoming_defer;      /* wait for QMP migrate-incoming */
-    char *incoming_uri;       /* loaded by the caller after machine_new() */
-    bool restore_mode_copy;   /* copy instead of map */
-    bool verify;              /* check every page checksum before running */
-    char **skip_devices;      /* test-only: device sections not to load */
+    bool incoming_defer;    /* wait for QMP migrate-incoming */
+    char *incoming_uri;     /* loaded by the caller after machine_new() */
+    bool restore_mode_copy; /* copy instead of map */
+    bool verify;            /* check every page checksum before running */
+    char **skip_devices;    /* test-only: device sections not to load */
 } MachineConfig;
 
 typedef struct DevState DevState;
@@ -46,12 +46,12 @@ typedef struct Machine {
     Vm *vm;
     DevState *devstate;
     Migration *mig;
-    char *kernel_desc;     /* kernel path, or "embedded:guest/dirty" */
+    char *kernel_desc; /* kernel path, or "embedded:guest/dirty" */
     uint64_t kernel_xxh3;
     Chardev serial;
     Uart uart;
     QmpServer *qmp;
-    bool qmp_listening;  /* the --qmp socket exists (machine_listen_qmp) */
+    bool qmp_listening; /* the --qmp socket exists (machine_listen_qmp) */
     GMainLoop *loop;
     RunState state;
     int exit_code;

@@ -12,14 +12,10 @@
 #include <unistd.h>
 
 static const char *const status_names[] = {
-    [MIG_NONE] = "none",
-    [MIG_SETUP] = "setup",
-    [MIG_ACTIVE] = "active",
-    [MIG_PRE_SWITCHOVER] = "pre-switchover",
-    [MIG_DEVICE] = "device",
-    [MIG_COMPLETED] = "completed",
-    [MIG_FAILED] = "failed",
-    [MIG_CANCELLING] = "cancelling",
+    [MIG_NONE] = "none",           [MIG_SETUP] = "setup",
+    [MIG_ACTIVE] = "active",       [MIG_PRE_SWITCHOVER] = "pre-switchover",
+    [MIG_DEVICE] = "device",       [MIG_COMPLETED] = "completed",
+    [MIG_FAILED] = "failed",       [MIG_CANCELLING] = "cancelling",
     [MIG_CANCELLED] = "cancelled",
 };
 
@@ -151,8 +147,7 @@ static bool fd_is_regular(int fd)
 static char *uri_from_channels(JsonArray *channels, GError **error)
 {
     if (json_array_get_length(channels) != 1) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Channel list has more than one entries");
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "Channel list has more than one entries");
         return NULL;
     }
     JsonNode *n = json_array_get_element(channels, 0);
@@ -216,21 +211,20 @@ static JsonNode *cmd_migrate(QmpClient *c, JsonObject *args, gpointer opaque, GE
         return NULL;
     }
     if (migration_active(g) || g->thread) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "There's a migration process in progress");
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "There's a migration process in progress");
         return NULL;
     }
     RunState state = machine_state(m);
-    if (state != RUN_STATE_RUNNING && state != RUN_STATE_PAUSED &&
-        state != RUN_STATE_PRELAUNCH && state != RUN_STATE_POSTMIGRATE) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "cannot migrate a VM whose status is %s", runstate_name(state));
+    if (state != RUN_STATE_RUNNING && state != RUN_STATE_PAUSED && state != RUN_STATE_PRELAUNCH &&
+        state != RUN_STATE_POSTMIGRATE) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "cannot migrate a VM whose status is %s",
+                    runstate_name(state));
         return NULL;
     }
     job_reset(g);
-    g_autofree char *uri = has_uri
-        ? g_strdup(json_object_get_string_member(args, "uri"))
-        : uri_from_channels(json_object_get_array_member(args, "channels"), error);
+    g_autofree char *uri =
+        has_uri ? g_strdup(json_object_get_string_member(args, "uri"))
+                : uri_from_channels(json_object_get_array_member(args, "channels"), error);
     if (!uri)
         return NULL;
     GError *local = NULL;
@@ -266,8 +260,7 @@ static JsonNode *cmd_migrate(QmpClient *c, JsonObject *args, gpointer opaque, GE
     return empty_reply();
 }
 
-static JsonNode *cmd_migrate_cancel(QmpClient *c, JsonObject *args, gpointer opaque,
-                                    GError **error)
+static JsonNode *cmd_migrate_cancel(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
 {
     Migration *g = migration_get(opaque);
     if (migration_active(g)) {
@@ -287,8 +280,8 @@ static JsonNode *cmd_migrate_continue(QmpClient *c, JsonObject *args, gpointer o
     const char *want = json_object_get_string_member(args, "state");
     MigStatus s = migration_status(g);
     if (strcmp(want, status_names[s]) || s != MIG_PRE_SWITCHOVER) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Migration not in expected state: %s", status_names[s]);
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "Migration not in expected state: %s",
+                    status_names[s]);
         return NULL;
     }
     g_mutex_lock(&g->lock);
@@ -339,8 +332,7 @@ static void add_ram(JsonBuilder *b, Migration *g, uint64_t end)
     json_builder_end_object(b);
 }
 
-static JsonNode *cmd_query_migrate(QmpClient *c, JsonObject *args, gpointer opaque,
-                                   GError **error)
+static JsonNode *cmd_query_migrate(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
 {
     Machine *m = opaque;
     Migration *g = migration_get(m);
@@ -397,7 +389,9 @@ typedef struct ParamDesc {
     int64_t min, max;
 } ParamDesc;
 
+/* clang-format off */
 #define P(n, f, mn, mx) { n, offsetof(MigParams, f), false, mn, mx }
+/* clang-format on */
 static const ParamDesc params_desc[] = {
     P("multifd-channels", multifd_channels, 1, 64),
     P("downtime-limit", downtime_limit, 0, 2000000),
@@ -417,8 +411,7 @@ static const ParamDesc *find_param(const char *name)
     return NULL;
 }
 
-static JsonNode *cmd_set_parameters(QmpClient *c, JsonObject *args, gpointer opaque,
-                                    GError **error)
+static JsonNode *cmd_set_parameters(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
 {
     Migration *g = migration_get(opaque);
     MigParams next = g->params;
@@ -428,8 +421,7 @@ static JsonNode *cmd_set_parameters(QmpClient *c, JsonObject *args, gpointer opa
         const ParamDesc *d = find_param(name);
         JsonNode *n = json_object_get_member(args, name);
         if (!d) {
-            g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is unexpected",
-                        name);
+            g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is unexpected", name);
             return NULL;
         }
         GType want = d->is_bool ? G_TYPE_BOOLEAN : G_TYPE_INT64;
@@ -446,8 +438,9 @@ static JsonNode *cmd_set_parameters(QmpClient *c, JsonObject *args, gpointer opa
         int64_t v = json_node_get_int(n);
         if (v < d->min || v > d->max) {
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                        "Parameter '%s' expects a value between %" G_GINT64_FORMAT " and %"
-                        G_GINT64_FORMAT, name, d->min, d->max);
+                        "Parameter '%s' expects a value between %" G_GINT64_FORMAT
+                        " and %" G_GINT64_FORMAT,
+                        name, d->min, d->max);
             return NULL;
         }
         *(int64_t *)((char *)&next + d->offset) = v;
@@ -501,8 +494,7 @@ static JsonNode *cmd_set_capabilities(QmpClient *c, JsonObject *args, gpointer o
     Migration *g = migration_get(opaque);
     JsonArray *caps = json_object_get_array_member(args, "capabilities");
     if (migration_active(g)) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "There's a migration process in progress");
+        g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC, "There's a migration process in progress");
         return NULL;
     }
     MigParams next = g->params;
@@ -516,7 +508,8 @@ static JsonNode *cmd_set_capabilities(QmpClient *c, JsonObject *args, gpointer o
         if (!name || !state || json_node_get_value_type(state) != G_TYPE_BOOLEAN) {
             g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                         "Parameter 'capabilities[%u]' expects {\"capability\": NAME, "
-                        "\"state\": BOOL}", i);
+                        "\"state\": BOOL}",
+                        i);
             return NULL;
         }
         bool *cap = capability(&next, name);
@@ -599,14 +592,10 @@ static const QmpArgSpec incoming_args[] = {
 static const QmpArgSpec continue_args[] = { { "state", QMP_ARG_STR, FALSE }, { NULL } };
 static const QmpArgSpec caps_args[] = { { "capabilities", QMP_ARG_ARRAY, FALSE }, { NULL } };
 static const QmpArgSpec params_args[] = {
-    { "multifd-channels", QMP_ARG_ANY, TRUE },
-    { "downtime-limit", QMP_ARG_ANY, TRUE },
-    { "max-bandwidth", QMP_ARG_ANY, TRUE },
-    { "cpu-throttle-initial", QMP_ARG_ANY, TRUE },
-    { "cpu-throttle-increment", QMP_ARG_ANY, TRUE },
-    { "max-cpu-throttle", QMP_ARG_ANY, TRUE },
-    { "x-page-checksums", QMP_ARG_ANY, TRUE },
-    { NULL },
+    { "multifd-channels", QMP_ARG_ANY, TRUE },       { "downtime-limit", QMP_ARG_ANY, TRUE },
+    { "max-bandwidth", QMP_ARG_ANY, TRUE },          { "cpu-throttle-initial", QMP_ARG_ANY, TRUE },
+    { "cpu-throttle-increment", QMP_ARG_ANY, TRUE }, { "max-cpu-throttle", QMP_ARG_ANY, TRUE },
+    { "x-page-checksums", QMP_ARG_ANY, TRUE },       { NULL },
 };
 static const QmpArgSpec no_args[] = { { NULL } };
 

@@ -11,7 +11,7 @@ typedef enum {
 
 typedef struct IncomingOptions {
     RestoreMode mode;
-    bool verify;                  /* check every page checksum before running (map) */
+    bool verify; /* check every page checksum before running (map) */
 } IncomingOptions;
 
 /* Registers migrate, migrate_cancel, query-migrate, migrate-set-*, query-migrate-*,
@@ -22,8 +22,7 @@ void migration_register_qmp(Machine *m);
  * the machine is in inmigrate: RAM (map or copy), then device state. On success
  * the machine is paused (cfg.paused) or running. Returns false with an error naming
  * the file and what is wrong; the machine stays in inmigrate. */
-bool migration_incoming(Machine *m, const char *uri, const IncomingOptions *opt,
-                        GError **error);
+bool migration_incoming(Machine *m, const char *uri, const IncomingOptions *opt, GError **error);
 
 /* Same, from a snapshot the caller opened (with VMSNAP_OPEN_NO_PAGE_CHECKSUMS only for
  * map restores without verify). */

@@ -15,14 +15,12 @@
 #include <unistd.h>
 #include <vmsnap/restore.h>
 
-
-
 VmsnapSnapshot *migration_open_snapshot(Machine *m, const char *text, unsigned flags,
                                         GError **error)
 {
     MigrateUri uri;
-    g_autofree char *with_scheme = strchr(text, ':') ? g_strdup(text)
-                                                     : g_strdup_printf("file:%s", text);
+    g_autofree char *with_scheme =
+        strchr(text, ':') ? g_strdup(text) : g_strdup_printf("file:%s", text);
     if (!migrate_uri_parse(with_scheme, &uri, error))
         return NULL;
     VmsnapSnapshot *s = NULL;
@@ -54,9 +52,10 @@ static void note_bad_page(void *opaque, const char *block, uint64_t page, uint64
 {
     BadPages *bp = opaque;
     if (bp->shown++ < 8)
-        g_string_append_printf(bp->report, "\n  RAM block '%s' page 0x%" G_GINT64_MODIFIER
-                               "x at file offset 0x%" G_GINT64_MODIFIER "x: %s", block, page,
-                               off, reason);
+        g_string_append_printf(bp->report,
+                               "\n  RAM block '%s' page 0x%" G_GINT64_MODIFIER
+                               "x at file offset 0x%" G_GINT64_MODIFIER "x: %s",
+                               block, page, off, reason);
 }
 
 unsigned migration_open_flags(const IncomingOptions *opt)
@@ -66,11 +65,9 @@ unsigned migration_open_flags(const IncomingOptions *opt)
     return opt->mode == RESTORE_MODE_MAP && !opt->verify ? VMSNAP_OPEN_NO_PAGE_CHECKSUMS : 0;
 }
 
-bool migration_incoming(Machine *m, const char *uri, const IncomingOptions *opt,
-                        GError **error)
+bool migration_incoming(Machine *m, const char *uri, const IncomingOptions *opt, GError **error)
 {
-    g_autoptr(VmsnapSnapshot) s =
-        migration_open_snapshot(m, uri, migration_open_flags(opt), error);
+    g_autoptr(VmsnapSnapshot) s = migration_open_snapshot(m, uri, migration_open_flags(opt), error);
     return s && migration_incoming_snapshot(m, s, opt, error);
 }
 
@@ -132,7 +129,6 @@ bool migration_incoming_snapshot(Machine *m, VmsnapSnapshot *s, const IncomingOp
     return true;
 }
 
-
 /* ---- streams ---- */
 
 #include "receiver.h"
@@ -176,8 +172,8 @@ static bool uuid_parse(const char *text, uint8_t out[16])
 }
 
 /* ReceiverHooks.config: can this VMM run the incoming VM? */
-static bool check_config(void *opaque, GBytes *fields, uint32_t version,
-                         const uint8_t vm_uuid[16], bool validate_uuid, GError **error)
+static bool check_config(void *opaque, GBytes *fields, uint32_t version, const uint8_t vm_uuid[16],
+                         bool validate_uuid, GError **error)
 {
     Machine *m = opaque;
     Incoming *in = incoming(m);
@@ -185,15 +181,15 @@ static bool check_config(void *opaque, GBytes *fields, uint32_t version,
     g_autofree char *run_state = NULL;
     if (!vmstate_config_decode(fields, version, &snap, &run_state, error))
         return false;
-    bool ok = vmstate_config_check(&m->cfg, &snap, in->uri.path ? in->uri.path : "stream",
-                                   error);
+    bool ok = vmstate_config_check(&m->cfg, &snap, in->uri.path ? in->uri.path : "stream", error);
     machine_config_clear(&snap);
     if (ok && validate_uuid) {
         uint8_t mine[16];
         if (!uuid_parse(m->cfg.uuid, mine) || memcmp(mine, vm_uuid, 16)) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                         "UUID of the source VM differs from this VM's UUID %s (the source "
-                        "asked for validate-uuid)", m->cfg.uuid);
+                        "asked for validate-uuid)",
+                        m->cfg.uuid);
             return false;
         }
     }
@@ -224,17 +220,16 @@ static void incoming_complete(Machine *m)
     const ReceivedSection *rx = receiver_devices(in->rx, &n_rx);
     g_autofree VmsnapSectionPayload *secs = g_new0(VmsnapSectionPayload, n_rx + 1);
     for (unsigned i = 0; i < n_rx; i++)
-        secs[i] = (VmsnapSectionPayload){ rx[i].name, rx[i].instance, rx[i].version,
-                                          rx[i].fields };
+        secs[i] = (VmsnapSectionPayload){ rx[i].name, rx[i].instance, rx[i].version, rx[i].fields };
     const VmsnapDevice *devs = devstate_devices(m->devstate, &n_dev);
-    if (!vmsnap_load_device_sections(migrate_uri_kind_name(in->uri.kind), secs, n_rx, devs,
-                                     n_dev, NULL, &in->error)) {
+    if (!vmsnap_load_device_sections(migrate_uri_kind_name(in->uri.kind), secs, n_rx, devs, n_dev,
+                                     NULL, &in->error)) {
         g_prefix_error(&in->error, "incoming stream: ");
         return;
     }
     in->loaded_us = (uint64_t)g_get_monotonic_time();
-    bool run = receiver_source_running(in->rx) && !__atomic_load_n(&m->cfg.paused,
-                                                                     __ATOMIC_ACQUIRE);
+    bool run =
+        receiver_source_running(in->rx) && !__atomic_load_n(&m->cfg.paused, __ATOMIC_ACQUIRE);
     set_in_status(m, MIG_COMPLETED);
     machine_set_state(m, RUN_STATE_PAUSED);
     GError *error = NULL;
@@ -266,7 +261,8 @@ static gboolean incoming_finished(gpointer data)
     /* VMSNAP_TRACE_DOWNTIME=1: monotonic timestamps, to line up with the source's */
     if (g_getenv("VMSNAP_TRACE_DOWNTIME"))
         g_debug("downtime trace: end-record %" PRIu64 " eof %" PRIu64 " loaded %" PRIu64
-                " resumed %" PRIu64, end_us, in->ran_us, in->loaded_us, in->resumed_us);
+                " resumed %" PRIu64,
+                end_us, in->ran_us, in->loaded_us, in->resumed_us);
     return G_SOURCE_REMOVE;
 }
 
@@ -282,7 +278,8 @@ static gpointer receive_thread(gpointer data)
         set_in_status(m, MIG_ACTIVE);
         VmsnapRamBlock blocks[RAM_MAX_BLOCKS];
         unsigned n = vmstate_ram_blocks(m, blocks);
-        ReceiverHooks hooks = { .config = check_config, .accept_channel = accept_channel,
+        ReceiverHooks hooks = { .config = check_config,
+                                .accept_channel = accept_channel,
                                 .opaque = m };
         in->rx = receiver_new(main, blocks, n, &hooks);
         /* Every page arrives in the first pass: what the RAM held before is moot. Once
@@ -311,8 +308,8 @@ bool migration_incoming_start(Machine *m, const char *text, GError **error)
                     "started with --incoming)");
         return false;
     }
-    g_autofree char *with_scheme = strchr(text, ':') ? g_strdup(text)
-                                                     : g_strdup_printf("file:%s", text);
+    g_autofree char *with_scheme =
+        strchr(text, ':') ? g_strdup(text) : g_strdup_printf("file:%s", text);
     MigrateUri uri;
     if (!migrate_uri_parse(with_scheme, &uri, error))
         return false;

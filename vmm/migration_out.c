@@ -104,8 +104,8 @@ static SaveSink *open_sink(Migration *g, GError **error)
             .in_place = g->uri.has_offset,
             .no_checksums = !g->params.x_page_checksums,
         };
-        return file_sink_new(&g->vm, g->uri.kind == MIGRATE_URI_FILE ? g->uri.path : NULL,
-                             g->fd, &opt, error);
+        return file_sink_new(&g->vm, g->uri.kind == MIGRATE_URI_FILE ? g->uri.path : NULL, g->fd,
+                             &opt, error);
     }
     return migration_stream_sink_new(g, error);
 }
@@ -135,8 +135,7 @@ static gpointer job_thread(gpointer data)
             .throttle_increment = (unsigned)g->params.cpu_throttle_increment,
             .throttle_max = (unsigned)g->params.max_cpu_throttle,
             .pass_done = pass_done,
-            .before_switchover = g->params.cap_pause_before_switchover ? before_switchover
-                                                                       : NULL,
+            .before_switchover = g->params.cap_pause_before_switchover ? before_switchover : NULL,
             .opaque = g,
         };
         migration_set_status(g, MIG_ACTIVE);

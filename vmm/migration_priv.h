@@ -23,8 +23,8 @@ typedef enum {
 /* QEMU's migration parameters and capabilities that vmsnap implements. */
 typedef struct MigParams {
     int64_t multifd_channels;
-    int64_t downtime_limit;       /* ms */
-    int64_t max_bandwidth;        /* bytes/s, 0 = unlimited */
+    int64_t downtime_limit; /* ms */
+    int64_t max_bandwidth;  /* bytes/s, 0 = unlimited */
     int64_t cpu_throttle_initial;
     int64_t cpu_throttle_increment;
     int64_t max_cpu_throttle;
@@ -38,10 +38,10 @@ typedef struct MigParams {
 
 /* An incoming stream migration (the destination side). */
 typedef struct Incoming {
-    MigStatus status;            /* atomic */
+    MigStatus status; /* atomic */
     MigrateUri uri;
     struct TransportListener *listener;
-    VStream *main;               /* exec: / fd: streams, before the thread takes it */
+    VStream *main; /* exec: / fd: streams, before the thread takes it */
     GThread *thread;
     struct Receiver *rx;
     GError *error;
@@ -53,17 +53,17 @@ struct Migration {
     Machine *m;
     Incoming in;
     MigParams params;
-    MigStatus status;            /* atomic: the job thread moves it forward */
+    MigStatus status; /* atomic: the job thread moves it forward */
     uint64_t start_us, setup_us, end_us;
     RunState prev_state;
     bool was_running;
-    bool paused_by_us;           /* atomic */
+    bool paused_by_us; /* atomic */
     char *error_desc;
-    int cancel;                  /* atomic */
+    int cancel; /* atomic */
     GThread *thread;
     /* the job */
     MigrateUri uri;
-    int fd;                      /* fd: target, or -1 */
+    int fd; /* fd: target, or -1 */
     bool fd_is_file;
     VmsnapVm vm;
     VmsnapVmOps ops;

@@ -6,19 +6,19 @@
 #include <glib.h>
 #include <stdint.h>
 
-#define MULTIBOOT_HEADER_MAGIC      0x1BADB002u
-#define MULTIBOOT_BOOTLOADER_MAGIC  0x2BADB002u
-#define MULTIBOOT_SEARCH            8192u
+#define MULTIBOOT_HEADER_MAGIC     0x1BADB002u
+#define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002u
+#define MULTIBOOT_SEARCH           8192u
 
 /* Where the VMM puts what the loader builds. Kernels must not load over it. */
-#define BOOT_GDT_ADDR        0x00000800u /* flat GDT used by the VMM's boot state */
-#define BOOT_INFO_BASE       0x00001000u
-#define BOOT_INFO_MBI        0x00001000u /* struct multiboot_info */
-#define BOOT_INFO_MMAP       0x00001200u /* memory map entries */
-#define BOOT_INFO_NAME       0x00001800u /* boot loader name */
-#define BOOT_INFO_CMDLINE    0x00002000u /* command line, NUL terminated */
+#define BOOT_GDT_ADDR         0x00000800u /* flat GDT used by the VMM's boot state */
+#define BOOT_INFO_BASE        0x00001000u
+#define BOOT_INFO_MBI         0x00001000u /* struct multiboot_info */
+#define BOOT_INFO_MMAP        0x00001200u /* memory map entries */
+#define BOOT_INFO_NAME        0x00001800u /* boot loader name */
+#define BOOT_INFO_CMDLINE     0x00002000u /* command line, NUL terminated */
 #define BOOT_INFO_CMDLINE_MAX 0x00001000u
-#define BOOT_INFO_END        0x00008000u
+#define BOOT_INFO_END         0x00008000u
 
 typedef struct MultibootImage {
     uint32_t entry;        /* protected-mode entry point */

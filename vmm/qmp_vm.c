@@ -137,8 +137,7 @@ static bool require_stopped(Machine *m, const char *what, GError **error)
     return false;
 }
 
-static JsonNode *cmd_memory_digest(QmpClient *c, JsonObject *args, gpointer opaque,
-                                   GError **error)
+static JsonNode *cmd_memory_digest(QmpClient *c, JsonObject *args, gpointer opaque, GError **error)
 {
     Machine *m = opaque;
     if (!require_stopped(m, "x-guest-memory-digest", error))
@@ -190,7 +189,8 @@ static uint8_t *guest_range(Machine *m, JsonObject *args, uint64_t size, GError 
     if (!p)
         g_set_error(error, QMP_ERROR, QMP_ERROR_GENERIC,
                     "guest range 0x%" G_GINT64_MODIFIER "x+0x%" G_GINT64_MODIFIER
-                    "x is not inside one RAM block", (uint64_t)addr, size);
+                    "x is not inside one RAM block",
+                    (uint64_t)addr, size);
     return p;
 }
 

@@ -83,12 +83,10 @@ bool ram_discard(GuestRam *ram, GError **error)
         if (b->backing == RAM_BACKING_ANON)
             rc = madvise(b->host, b->size, MADV_DONTNEED);
         else if (b->backing == RAM_BACKING_MEMFD)
-            rc = fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-                           (off_t)b->size);
+            rc = fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)b->size);
         else {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                        "RAM block %s is a private file mapping: it cannot be discarded",
-                        b->name);
+                        "RAM block %s is a private file mapping: it cannot be discarded", b->name);
             return false;
         }
         if (rc < 0) {

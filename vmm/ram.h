@@ -5,12 +5,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define RAM_PAGE_SIZE     4096u
+#define RAM_PAGE_SIZE 4096u
 /* RAM up to this size sits in one block at GPA 0; the rest starts at 4 GiB, leaving
  * the hole below 4 GiB for the LAPIC, IOAPIC and future MMIO. */
-#define RAM_LOW_LIMIT     (3ull << 30)
-#define RAM_HIGH_BASE     (4ull << 30)
-#define RAM_MAX_BLOCKS    2
+#define RAM_LOW_LIMIT  (3ull << 30)
+#define RAM_HIGH_BASE  (4ull << 30)
+#define RAM_MAX_BLOCKS 2
 
 typedef enum {
     RAM_BACKING_ANON,  /* private anonymous memory */
@@ -19,19 +19,19 @@ typedef enum {
 } RamBacking;
 
 typedef struct RamBlock {
-    char name[32];      /* "ram-below-4g", "ram-above-4g" */
-    uint64_t gpa;       /* guest-physical base */
-    uint64_t size;      /* bytes, multiple of page_size */
+    char name[32]; /* "ram-below-4g", "ram-above-4g" */
+    uint64_t gpa;  /* guest-physical base */
+    uint64_t size; /* bytes, multiple of page_size */
     uint32_t page_size;
     RamBacking backing;
-    uint8_t *host;      /* host mapping of [gpa, gpa + size) */
-    int fd;             /* memfd, or -1 */
+    uint8_t *host; /* host mapping of [gpa, gpa + size) */
+    int fd;        /* memfd, or -1 */
 } RamBlock;
 
 typedef struct GuestRam {
     unsigned n_blocks;
     RamBlock blocks[RAM_MAX_BLOCKS];
-    uint64_t total;     /* sum of block sizes */
+    uint64_t total; /* sum of block sizes */
 } GuestRam;
 
 /* Fills ram->blocks with the layout for `total` bytes of RAM (no allocation).

@@ -5,7 +5,7 @@
 
 /* When adding a state, also update runstate_name() and runstate_is_running(). */
 typedef enum {
-    RUN_STATE_PRELAUNCH,      /* started with --paused, never ran */
+    RUN_STATE_PRELAUNCH, /* started with --paused, never ran */
     RUN_STATE_RUNNING,
     RUN_STATE_PAUSED,         /* stopped by `stop` */
     RUN_STATE_INMIGRATE,      /* waiting for or receiving an incoming migration */

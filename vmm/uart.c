@@ -13,10 +13,10 @@ enum {
     REG_SCR = 7,
 };
 
-#define IER_RDA   0x01
-#define IER_THRE  0x02
-#define IER_RLS   0x04
-#define IER_MSI   0x08
+#define IER_RDA  0x01
+#define IER_THRE 0x02
+#define IER_RLS  0x04
+#define IER_MSI  0x08
 
 #define IIR_NONE    0x01
 #define IIR_MSI     0x00
@@ -26,17 +26,17 @@ enum {
 #define IIR_TIMEOUT 0x0c
 #define IIR_FIFO    0xc0
 
-#define LCR_DLAB  0x80
-#define MCR_OUT2  0x08
-#define MCR_LOOP  0x10
-#define LSR_DR    0x01
-#define LSR_OE    0x02
-#define LSR_ERRORS 0x1e /* OE, PE, FE, BI: the receiver line status interrupt's sources */
-#define LSR_THRE  0x20
-#define LSR_TEMT  0x40
-#define FCR_ENABLE 0x01
+#define LCR_DLAB     0x80
+#define MCR_OUT2     0x08
+#define MCR_LOOP     0x10
+#define LSR_DR       0x01
+#define LSR_OE       0x02
+#define LSR_ERRORS   0x1e /* OE, PE, FE, BI: the receiver line status interrupt's sources */
+#define LSR_THRE     0x20
+#define LSR_TEMT     0x40
+#define FCR_ENABLE   0x01
 #define FCR_CLEAR_RX 0x02
-#define FCR_KEPT   0xc9 /* enable, DMA mode, RX trigger level */
+#define FCR_KEPT     0xc9 /* enable, DMA mode, RX trigger level */
 
 static const uint8_t rx_trigger[4] = { 1, 4, 8, 14 };
 
@@ -137,8 +137,7 @@ static uint8_t rx_pop(Uart *u)
 static uint8_t modem_inputs(const UartRegs *r)
 {
     if (r->mcr & MCR_LOOP)
-        return (uint8_t)(((r->mcr & 0x02) << 3) | ((r->mcr & 0x01) << 5) |
-                         ((r->mcr & 0x0c) << 4));
+        return (uint8_t)(((r->mcr & 0x02) << 3) | ((r->mcr & 0x01) << 5) | ((r->mcr & 0x0c) << 4));
     return r->msr & 0xf0;
 }
 

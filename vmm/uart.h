@@ -26,9 +26,9 @@ typedef void (*UartRxNotifyFunc)(void *opaque);
 /* Register file; this is also the device's saved state (vmm/dev_serial.c). */
 typedef struct UartRegs {
     uint8_t ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr;
-    bool thr_interrupt;          /* THR empty interrupt pending (until IIR read/THR write) */
+    bool thr_interrupt; /* THR empty interrupt pending (until IIR read/THR write) */
     uint8_t rx_fifo[UART_FIFO_SIZE];
-    uint8_t rx_head, rx_count;   /* rx_count <= 16 (FIFO mode) or 1 */
+    uint8_t rx_head, rx_count; /* rx_count <= 16 (FIFO mode) or 1 */
 } UartRegs;
 
 typedef struct Uart {
@@ -39,8 +39,8 @@ typedef struct Uart {
     UartIrqFunc set_irq;
     void *irq_opaque;
     /* Host side of the receive path (not guest state). */
-    bool rx_hold;     /* the VM is not running: take no input */
-    bool rx_waiting;  /* the host was refused: notify when there is room */
+    bool rx_hold;    /* the VM is not running: take no input */
+    bool rx_waiting; /* the host was refused: notify when there is room */
     UartRxNotifyFunc rx_notify;
     void *rx_notify_opaque;
 } Uart;

@@ -48,8 +48,8 @@ bool vcpu_init(Vm *vm, unsigned index, GError **error)
     v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
     if (v->fd < 0) {
         int err = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
-                    "KVM_CREATE_VCPU %u failed: %s", index, g_strerror(err));
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "KVM_CREATE_VCPU %u failed: %s",
+                    index, g_strerror(err));
         return false;
     }
     int size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -98,12 +98,14 @@ static void handle_io(Vcpu *v)
             uint32_t value = 0;
             memcpy(&value, data, MIN(run->io.size, sizeof(value)));
             if (is_write)
-                vm_vcpu_fatal(v, "unhandled I/O: out port 0x%04x, %u byte(s), value 0x%x, rip 0x%"
-                              G_GINT64_MODIFIER "x", run->io.port, run->io.size, value,
-                              vcpu_rip(v));
+                vm_vcpu_fatal(v,
+                              "unhandled I/O: out port 0x%04x, %u byte(s), value 0x%x, rip "
+                              "0x%" G_GINT64_MODIFIER "x",
+                              run->io.port, run->io.size, value, vcpu_rip(v));
             else
-                vm_vcpu_fatal(v, "unhandled I/O: in port 0x%04x, %u byte(s), rip 0x%"
-                              G_GINT64_MODIFIER "x", run->io.port, run->io.size, vcpu_rip(v));
+                vm_vcpu_fatal(
+                    v, "unhandled I/O: in port 0x%04x, %u byte(s), rip 0x%" G_GINT64_MODIFIER "x",
+                    run->io.port, run->io.size, vcpu_rip(v));
             return;
         }
     }
@@ -143,9 +145,11 @@ static bool handle_exit(Vcpu *v)
         handle_io(v);
         return !v->dead;
     case KVM_EXIT_MMIO:
-        vm_vcpu_fatal(v, "unhandled MMIO %s at 0x%" G_GINT64_MODIFIER "x, %u byte(s), rip 0x%"
-                      G_GINT64_MODIFIER "x", run->mmio.is_write ? "write" : "read",
-                      (uint64_t)run->mmio.phys_addr, run->mmio.len, vcpu_rip(v));
+        vm_vcpu_fatal(v,
+                      "unhandled MMIO %s at 0x%" G_GINT64_MODIFIER
+                      "x, %u byte(s), rip 0x%" G_GINT64_MODIFIER "x",
+                      run->mmio.is_write ? "write" : "read", (uint64_t)run->mmio.phys_addr,
+                      run->mmio.len, vcpu_rip(v));
         return false;
     case KVM_EXIT_SHUTDOWN:
         vm_vcpu_fatal(v, "guest triple fault (KVM_EXIT_SHUTDOWN), rip 0x%" G_GINT64_MODIFIER "x",

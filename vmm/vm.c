@@ -35,8 +35,8 @@ static bool open_kvm(Vm *vm, GError **error)
         int err = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
                     "cannot open %s: %s (vmsnap needs KVM: load kvm_intel or kvm_amd, or "
-                    "run on a host with hardware or nested virtualization)", dev,
-                    g_strerror(err));
+                    "run on a host with hardware or nested virtualization)",
+                    dev, g_strerror(err));
         return false;
     }
     int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
@@ -75,8 +75,7 @@ static bool map_ram(Vm *vm, GError **error)
             .memory_size = b->size,
             .userspace_addr = (uintptr_t)b->host,
         };
-        if (!vm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION",
-                      error))
+        if (!vm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION", error))
             return false;
     }
     return true;

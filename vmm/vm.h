@@ -17,8 +17,8 @@ typedef struct Vm Vm;
 typedef struct Vcpu Vcpu;
 
 typedef enum {
-    VM_NOTICE_FATAL,       /* a vCPU stopped: triple fault, unhandled I/O, KVM error */
-    VM_NOTICE_DEBUG_EXIT,  /* the guest wrote to the debug-exit port */
+    VM_NOTICE_FATAL,      /* a vCPU stopped: triple fault, unhandled I/O, KVM error */
+    VM_NOTICE_DEBUG_EXIT, /* the guest wrote to the debug-exit port */
 } VmNoticeKind;
 
 /* Called from a vCPU thread; `message` is only valid during the call. */
@@ -32,8 +32,8 @@ struct Vcpu {
     size_t run_size;
     pthread_t thread;
     bool thread_started;
-    bool dead;             /* stopped for good after a fatal exit */
-    uint64_t throttle_us;  /* atomic: sleep this long at the next kick (throttling) */
+    bool dead;            /* stopped for good after a fatal exit */
+    uint64_t throttle_us; /* atomic: sleep this long at the next kick (throttling) */
     uint64_t exits;
 };
 
@@ -43,7 +43,7 @@ struct Vm {
     GuestRam ram;
     unsigned n_vcpus;
     Vcpu vcpus[VM_MAX_VCPUS];
-    struct kvm_cpuid2 *cpuid;   /* KVM_GET_SUPPORTED_CPUID, patched per vCPU */
+    struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, patched per vCPU */
     PioBus pio;
 
     /* run control: see vm_pause() */
@@ -66,7 +66,7 @@ struct Vm {
 
     /* vCPU throttling for auto-converge (throttle.c) */
     struct {
-        unsigned percent;                  /* atomic */
+        unsigned percent; /* atomic */
         GThread *thread;
         GMutex lock;
         GCond cond;
@@ -75,7 +75,7 @@ struct Vm {
 };
 
 typedef struct VmConfig {
-    uint64_t memory;       /* bytes */
+    uint64_t memory; /* bytes */
     unsigned cpus;
     RamBacking backing;
 } VmConfig;
@@ -104,5 +104,4 @@ void vm_set_irq(Vm *vm, unsigned irq, int level);
 /* Called by vCPU threads (vcpu.c). */
 void vm_vcpu_park(Vcpu *v);
 void vm_vcpu_fatal(Vcpu *v, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-void vm_vcpu_notice(Vcpu *v, VmNoticeKind kind, int code, const char *fmt, ...)
-    G_GNUC_PRINTF(4, 5);
+void vm_vcpu_notice(Vcpu *v, VmNoticeKind kind, int code, const char *fmt, ...) G_GNUC_PRINTF(4, 5);

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 typedef struct VmlinuxImage {
-    uint64_t entry;      /* physical address of startup_64 */
-    uint64_t load_low;   /* lowest loaded physical byte */
-    uint64_t load_high;  /* one past the highest (including bss) */
+    uint64_t entry;     /* physical address of startup_64 */
+    uint64_t load_low;  /* lowest loaded physical byte */
+    uint64_t load_high; /* one past the highest (including bss) */
 } VmlinuxImage;
 
 /* True for a little-endian x86-64 ELF64 image. */

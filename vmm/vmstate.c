@@ -64,8 +64,8 @@ void vmstate_clear(VmsnapVm *vm)
     g_clear_pointer(&vm->config, g_bytes_unref);
 }
 
-bool vmstate_config_decode(GBytes *payload, uint32_t version, MachineConfig *cfg,
-                           char **run_state, GError **error)
+bool vmstate_config_decode(GBytes *payload, uint32_t version, MachineConfig *cfg, char **run_state,
+                           GError **error)
 {
     if (version != MACHINE_CONFIG_VERSION) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
@@ -107,14 +107,14 @@ bool vmstate_config_decode(GBytes *payload, uint32_t version, MachineConfig *cfg
     return true;
 }
 
-bool vmstate_config_check(const MachineConfig *have, const MachineConfig *snap,
-                          const char *what, GError **error)
+bool vmstate_config_check(const MachineConfig *have, const MachineConfig *snap, const char *what,
+                          GError **error)
 {
     if (have->memory != snap->memory) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "%s: config field 'memory' is %" G_GUINT64_FORMAT " MiB in the snapshot, "
-                    "this VM has %" G_GUINT64_FORMAT " MiB (--memory)", what, snap->memory >> 20,
-                    have->memory >> 20);
+                    "this VM has %" G_GUINT64_FORMAT " MiB (--memory)",
+                    what, snap->memory >> 20, have->memory >> 20);
         return false;
     }
     if (have->cpus != snap->cpus) {

@@ -18,10 +18,10 @@ unsigned vmstate_ram_blocks(Machine *m, VmsnapRamBlock *blocks);
 
 /* Decodes a CONFIG payload into cfg (memory, cpus, name, uuid, kernel, cmdline) and
  * the run state the VM had when saved. */
-bool vmstate_config_decode(GBytes *payload, uint32_t version, MachineConfig *cfg,
-                           char **run_state, GError **error);
+bool vmstate_config_decode(GBytes *payload, uint32_t version, MachineConfig *cfg, char **run_state,
+                           GError **error);
 
 /* Checks that a snapshot's configuration fits this machine (memory, vCPUs); the
  * error names the field and both values. */
-bool vmstate_config_check(const MachineConfig *have, const MachineConfig *snap,
-                          const char *what, GError **error);
+bool vmstate_config_check(const MachineConfig *have, const MachineConfig *snap, const char *what,
+                          GError **error);

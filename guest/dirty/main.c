@@ -39,7 +39,7 @@ _Static_assert(sizeof(void *) == 4, "32-bit guest");
 #define MAX_END_PAGE       0x100000u /* 4 GiB: no paging, 32-bit addresses */
 /* About this many pages walked by vCPU 0 between two 'B' when bevery= is not
  * given: ~5 B/s on this project's PVM hosts at any RAM size (docs/GUEST.md). */
-#define B_TARGET_PAGES     65536u
+#define B_TARGET_PAGES 65536u
 
 #define COM1     0x3F8
 #define COM1_LSR (COM1 + 5)
@@ -93,10 +93,12 @@ _Static_assert(OFF(error_expected1) == VMSNAP_DIRTY_OFF_ERROR_EXPECTED1, "error_
 _Static_assert(OFF(error_cpu) == VMSNAP_DIRTY_OFF_ERROR_CPU, "error_cpu");
 _Static_assert(OFF(flags) == VMSNAP_DIRTY_OFF_FLAGS, "flags");
 _Static_assert(OFF(slot) == VMSNAP_DIRTY_OFF_SLOTS, "slots");
-_Static_assert(OFF(slot[1].passes) == VMSNAP_DIRTY_OFF_SLOTS + VMSNAP_DIRTY_SLOT_SIZE +
-                                         VMSNAP_DIRTY_SLOT_PASSES, "passes");
+_Static_assert(OFF(slot[1].passes) ==
+                   VMSNAP_DIRTY_OFF_SLOTS + VMSNAP_DIRTY_SLOT_SIZE + VMSNAP_DIRTY_SLOT_PASSES,
+               "passes");
 _Static_assert(__builtin_offsetof(struct slot, cursor) == VMSNAP_DIRTY_SLOT_CURSOR, "cursor");
-_Static_assert(__builtin_offsetof(struct slot, first_page) == VMSNAP_DIRTY_SLOT_FIRST_PAGE, "first");
+_Static_assert(__builtin_offsetof(struct slot, first_page) == VMSNAP_DIRTY_SLOT_FIRST_PAGE,
+               "first");
 _Static_assert(__builtin_offsetof(struct slot, end_page) == VMSNAP_DIRTY_SLOT_END_PAGE, "end");
 _Static_assert(sizeof(struct status) == 0x440, "status block size");
 
@@ -256,10 +258,20 @@ static int parse_num(const char *s, u32 len, u64 *out)
     if (i < len) {
         u32 shift;
         switch (s[i]) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        default: return 0;
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        default:
+            return 0;
         }
         if (i + 1 != len || (v >> (63 - shift)))
             return 0;
@@ -386,8 +398,7 @@ static void put_hex8(u32 v)
     }
 }
 
-static void __attribute__((noreturn))
-fail(u32 cpu, u32 pn, u32 gen, u32 found0, u32 found1)
+static void __attribute__((noreturn)) fail(u32 cpu, u32 pn, u32 gen, u32 found0, u32 found1)
 {
     volatile struct status *st = STATUS;
     u32 exp0 = gen - 1;
@@ -474,9 +485,7 @@ void dirty_main(u32 magic, u32 mbi, u32 cpu, u32 ncpus, u32 vmsnap)
     if (cpu == 0) {
         u32 b_every = cfg.b_every;
         if (!b_every) {
-            b_every = pages_per_pass
-                          ? (B_TARGET_PAGES + pages_per_pass / 2) / pages_per_pass
-                          : 1;
+            b_every = pages_per_pass ? (B_TARGET_PAGES + pages_per_pass / 2) / pages_per_pass : 1;
             if (!b_every)
                 b_every = 1;
         }
@@ -496,8 +505,8 @@ void dirty_main(u32 magic, u32 mbi, u32 cpu, u32 ncpus, u32 vmsnap)
         st->error_found1 = 0;
         st->error_expected1 = 0;
         st->error_cpu = 0;
-        st->flags = (vmsnap ? VMSNAP_DIRTY_FLAG_VMSNAP : 0) |
-                    (cfg.clear ? VMSNAP_DIRTY_FLAG_CLEARED : 0);
+        st->flags =
+            (vmsnap ? VMSNAP_DIRTY_FLAG_VMSNAP : 0) | (cfg.clear ? VMSNAP_DIRTY_FLAG_CLEARED : 0);
         for (u32 i = 0; i < MAX_CPUS; i++) {
             if (i != 0 && i < ncpus)
                 continue; /* those belong to their vCPUs */

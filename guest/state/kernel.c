@@ -13,7 +13,7 @@
 #include "state.h"
 
 /* ---- layout checks against guests.h ------------------------------------- */
-#define OFF(f) __builtin_offsetof(struct status, f)
+#define OFF(f)  __builtin_offsetof(struct status, f)
 #define SOFF(f) __builtin_offsetof(struct slot, f)
 _Static_assert(OFF(magic) == VMSNAP_STATE_OFF_MAGIC, "magic");
 _Static_assert(OFF(version) == VMSNAP_STATE_OFF_VERSION, "version");
@@ -71,59 +71,59 @@ _Static_assert(MAX_CPUS * sizeof(struct pvclock) <= 4096, "pvclock page");
 #define MBI_CMDLINE   (1u << 2)
 #define VMSN          0x564D534Eu
 
-#define COM1      0x3F8
-#define UART_RBR  (COM1 + 0)
-#define UART_THR  (COM1 + 0)
-#define UART_IER  (COM1 + 1)
-#define UART_FCR  (COM1 + 2)
-#define UART_IIR  (COM1 + 2)
-#define UART_LCR  (COM1 + 3)
-#define UART_MCR  (COM1 + 4)
-#define UART_LSR  (COM1 + 5)
-#define UART_MSR  (COM1 + 6)
-#define UART_SCR  (COM1 + 7)
-#define LSR_DR    0x01
-#define LSR_THRE  0x20
-#define UART_IER_VAL 0x01   /* received-data interrupt only */
-#define UART_LCR_VAL 0x03   /* 8N1, DLAB off */
-#define UART_MCR_VAL 0x0B   /* DTR | RTS | OUT2 (OUT2 gates the IRQ on PCs) */
+#define COM1         0x3F8
+#define UART_RBR     (COM1 + 0)
+#define UART_THR     (COM1 + 0)
+#define UART_IER     (COM1 + 1)
+#define UART_FCR     (COM1 + 2)
+#define UART_IIR     (COM1 + 2)
+#define UART_LCR     (COM1 + 3)
+#define UART_MCR     (COM1 + 4)
+#define UART_LSR     (COM1 + 5)
+#define UART_MSR     (COM1 + 6)
+#define UART_SCR     (COM1 + 7)
+#define LSR_DR       0x01
+#define LSR_THRE     0x20
+#define UART_IER_VAL 0x01 /* received-data interrupt only */
+#define UART_LCR_VAL 0x03 /* 8N1, DLAB off */
+#define UART_MCR_VAL 0x0B /* DTR | RTS | OUT2 (OUT2 gates the IRQ on PCs) */
 #define UART_SCR_VAL 0x5A
 #define UART_PIN     4
 
-#define PIT_CH0   0x40
-#define PIT_CMD   0x43
-#define PIT_HZ_IN 1193182u
-#define PIT_MODE_CMD 0x34   /* channel 0, lo/hi, mode 2 (rate generator), binary */
+#define PIT_CH0      0x40
+#define PIT_CMD      0x43
+#define PIT_HZ_IN    1193182u
+#define PIT_MODE_CMD 0x34 /* channel 0, lo/hi, mode 2 (rate generator), binary */
 
-#define LAPIC_BASE   0xFEE00000ull
-#define LAPIC_ID     0x020
-#define LAPIC_TPR    0x080
-#define LAPIC_EOI    0x0B0
-#define LAPIC_LDR    0x0D0
-#define LAPIC_DFR    0x0E0
-#define LAPIC_SVR    0x0F0
-#define LAPIC_ESR    0x280
-#define LAPIC_ICR_LO 0x300
-#define LAPIC_ICR_HI 0x310
+#define LAPIC_BASE      0xFEE00000ull
+#define LAPIC_ID        0x020
+#define LAPIC_TPR       0x080
+#define LAPIC_EOI       0x0B0
+#define LAPIC_LDR       0x0D0
+#define LAPIC_DFR       0x0E0
+#define LAPIC_SVR       0x0F0
+#define LAPIC_ESR       0x280
+#define LAPIC_ICR_LO    0x300
+#define LAPIC_ICR_HI    0x310
 #define LAPIC_LVT_TIMER 0x320
 #define LAPIC_LVT_LINT0 0x350
 #define LAPIC_LVT_LINT1 0x360
 #define LAPIC_LVT_ERR   0x370
-#define LAPIC_TICR   0x380
-#define LAPIC_TCCR   0x390
-#define LAPIC_TDCR   0x3E0
-#define LVT_MASKED   (1u << 16)
-#define LVT_PERIODIC (1u << 17)
-#define LVT_TSCDL    (2u << 17)
-#define LVT_DELIVS   (1u << 12)
-#define SVR_VAL      (0x100u | V_SPURIOUS)
-#define TDCR_DIV16   0x3u
+#define LAPIC_TICR      0x380
+#define LAPIC_TCCR      0x390
+#define LAPIC_TDCR      0x3E0
+#define LVT_MASKED      (1u << 16)
+#define LVT_PERIODIC    (1u << 17)
+#define LVT_TSCDL       (2u << 17)
+#define LVT_DELIVS      (1u << 12)
+#define SVR_VAL         (0x100u | V_SPURIOUS)
+#define TDCR_DIV16      0x3u
 
-#define IOAPIC_BASE  0xFEC00000ull
+#define IOAPIC_BASE    0xFEC00000ull
 #define IOAPIC_RO_BITS ((1ull << 12) | (1ull << 14)) /* delivery status, remote IRR */
 
-#define MSR_EFER         0xC0000080u
-#define MSR_TSC_DEADLINE 0x6E0u
+#define MSR_EFER                0xC0000080u
+#define MSR_TSC_DEADLINE        0x6E0u
 #define MSR_KVM_SYSTEM_TIME     0x12u
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4B564D01u
 
@@ -136,14 +136,14 @@ struct config cfg;
 struct percpu {
     u32 cpu;
     u32 apic_id;
-    u32 deadline;        /* TSC-deadline mode */
-    u32 ticr;            /* periodic initial count */
-    u32 lvt_timer;       /* what we programmed */
+    u32 deadline;  /* TSC-deadline mode */
+    u32 ticr;      /* periodic initial count */
+    u32 lvt_timer; /* what we programmed */
     u32 ldr;
     u64 period_tsc;
     u64 next_deadline;
     u32 check_tick;
-    u32 printed;         /* F codes already printed by this vCPU (bit n) */
+    u32 printed; /* F codes already printed by this vCPU (bit n) */
     u32 printed_hb[VMSNAP_STATE_F_MAX + 1];
 };
 
@@ -184,8 +184,8 @@ struct frame {
 };
 void isr_dispatch(struct frame *f);
 
-static volatile u32 uart_lock;   /* 0 free, else owner vCPU + 1 */
-static volatile u32 ready;       /* all vCPUs up, 'A' printed */
+static volatile u32 uart_lock; /* 0 free, else owner vCPU + 1 */
+static volatile u32 ready;     /* all vCPUs up, 'A' printed */
 static volatile u32 ap_started;
 static u32 bsp_apic_id;
 static u64 ioapic_shadow[24];
@@ -198,18 +198,18 @@ static volatile u64 calib_tsc[2]; /* TSC at PIT tick 1 and the last one */
 /* vCPU 0 bookkeeping (only ever touched by vCPU 0's handlers). */
 static u32 hb_ticks;
 static u32 heartbeats;
-static u32 ping_out;          /* a ping is in flight */
+static u32 ping_out; /* a ping is in flight */
 static u32 ping_target;
-static u32 ping_age;          /* vCPU 0 ticks since it was sent */
-static u32 ping_progress;     /* the target's progress (ap_progress) when sent */
-static u32 ping_confirm;      /* unanswered for 2 s with progress: watching 1 s more */
+static u32 ping_age;      /* vCPU 0 ticks since it was sent */
+static u32 ping_progress; /* the target's progress (ap_progress) when sent */
+static u32 ping_confirm;  /* unanswered for 2 s with progress: watching 1 s more */
 static u32 ap_sample[MAX_CPUS];
-static u32 ap_still[MAX_CPUS];/* consecutive 1-s samples without progress */
-static u32 rx_pending_checks; /* periodic checks that saw LSR.DR with no RX irq in between */
+static u32 ap_still[MAX_CPUS]; /* consecutive 1-s samples without progress */
+static u32 rx_pending_checks;  /* periodic checks that saw LSR.DR with no RX irq in between */
 static u32 rx_irqs_seen;
-static u32 brk_ticks;                  /* vCPU 0 ticks since 'A', until break= fires */
-static volatile u32 ap_ignore_pings;   /* break=13 */
-static volatile u32 ap_halt;           /* break=14 */
+static u32 brk_ticks;                /* vCPU 0 ticks since 'A', until break= fires */
+static volatile u32 ap_ignore_pings; /* break=13 */
+static volatile u32 ap_halt;         /* break=14 */
 
 /* ---- helpers --------------------------------------------------------------- */
 void *memset(void *d, int c, unsigned long n);
@@ -621,38 +621,38 @@ static void check_aps(void)
 static void sabotage(struct percpu *pc, u32 code)
 {
     switch (code) {
-    case VMSNAP_STATE_F_LAPIC_STALL:     /* needs TSC-deadline on vCPU 0 (tscdl=1) */
+    case VMSNAP_STATE_F_LAPIC_STALL: /* needs TSC-deadline on vCPU 0 (tscdl=1) */
         if (pc->deadline)
-            wrmsr(MSR_TSC_DEADLINE, 0);  /* disarmed, LAPIC registers untouched */
+            wrmsr(MSR_TSC_DEADLINE, 0); /* disarmed, LAPIC registers untouched */
         break;
-    case VMSNAP_STATE_F_LAPIC_CONFIG:    /* a reset LAPIC: software-disabled */
+    case VMSNAP_STATE_F_LAPIC_CONFIG: /* a reset LAPIC: software-disabled */
         lapic_wr(LAPIC_SVR, 0xFF);
         break;
-    case VMSNAP_STATE_F_IOAPIC:          /* a reset IOAPIC: the PIT pin masked */
+    case VMSNAP_STATE_F_IOAPIC: /* a reset IOAPIC: the PIT pin masked */
         for (u32 i = 0; i < n_checked_pins; i++)
             if (ioapic_checked_pins[i] != UART_PIN)
                 ioapic_wr(0x10 + 2 * ioapic_checked_pins[i],
                           (u32)ioapic_shadow[ioapic_checked_pins[i]] | LVT_MASKED);
         break;
-    case VMSNAP_STATE_F_PIT_CONFIG:      /* channel 0 in one-shot mode 0 */
+    case VMSNAP_STATE_F_PIT_CONFIG: /* channel 0 in one-shot mode 0 */
         outb(PIT_CMD, 0x30);
         outb(PIT_CH0, 0xFF);
         outb(PIT_CH0, 0xFF);
         break;
-    case VMSNAP_STATE_F_KVMCLOCK_DEAD:   /* the kvmclock MSR of vCPU 0 lost */
+    case VMSNAP_STATE_F_KVMCLOCK_DEAD: /* the kvmclock MSR of vCPU 0 lost */
         if (cfg.kvmclock)
             wrmsr(cfg.kvmclock_msr, 0);
         break;
-    case VMSNAP_STATE_F_IPI_STALL:       /* the APs run on but stop answering */
+    case VMSNAP_STATE_F_IPI_STALL: /* the APs run on but stop answering */
         ap_ignore_pings = 1;
         break;
-    case VMSNAP_STATE_F_AP_DEAD:         /* the APs stop executing */
+    case VMSNAP_STATE_F_AP_DEAD: /* the APs stop executing */
         ap_halt = 1;
         break;
-    case VMSNAP_STATE_F_UART_CONFIG:     /* a reset UART's scratch register */
+    case VMSNAP_STATE_F_UART_CONFIG: /* a reset UART's scratch register */
         outb(UART_SCR, 0);
         break;
-    case VMSNAP_STATE_F_EXCEPTION:       /* ud2 in ring 0 (vCPU 0 then idles) */
+    case VMSNAP_STATE_F_EXCEPTION: /* ud2 in ring 0 (vCPU 0 then idles) */
         __asm__ volatile("ud2");
         break;
     default:
@@ -987,8 +987,8 @@ static inline u32 rd32(u64 addr)
 /* ---- per-vCPU setup ------------------------------------------------------------------ */
 static void set_idt_entry(u32 v, u64 handler)
 {
-    idt[v].lo = (handler & 0xFFFF) | (0x08ull << 16) | (0x8Eull << 40) |
-                ((handler >> 16 & 0xFFFF) << 48);
+    idt[v].lo =
+        (handler & 0xFFFF) | (0x08ull << 16) | (0x8Eull << 40) | ((handler >> 16 & 0xFFFF) << 48);
     idt[v].hi = handler >> 32;
 }
 
@@ -1023,13 +1023,13 @@ static void setup_fpu(void)
     cr0 |= (1ull << 1) | (1ull << 5);    /* MP, NE */
     __asm__ volatile("movq %0, %%cr0" : : "r"(cr0));
     __asm__ volatile("movq %%cr4, %0" : "=r"(cr4));
-    cr4 |= (1ull << 9) | (1ull << 10);   /* OSFXSR, OSXMMEXCPT */
+    cr4 |= (1ull << 9) | (1ull << 10); /* OSFXSR, OSXMMEXCPT */
     u32 a, b, c, d;
     cpuid(1, 0, &a, &b, &c, &d);
     if (c & (1u << 26)) {
-        cr4 |= 1ull << 18;               /* OSXSAVE */
+        cr4 |= 1ull << 18; /* OSXSAVE */
         __asm__ volatile("movq %0, %%cr4" : : "r"(cr4));
-        u32 xcr0 = cfg.avx ? 7 : 3;      /* x87 | SSE (| AVX) */
+        u32 xcr0 = cfg.avx ? 7 : 3; /* x87 | SSE (| AVX) */
         __asm__ volatile("xsetbv" : : "c"(0), "a"(xcr0), "d"(0));
     } else {
         __asm__ volatile("movq %0, %%cr4" : : "r"(cr4));
@@ -1040,8 +1040,7 @@ static void start_timer(struct percpu *pc)
 {
     volatile struct slot *sl = my_slot(pc);
     lapic_wr(LAPIC_TDCR, TDCR_DIV16);
-    pc->deadline = cfg.tsc_deadline &&
-                   (cfg.tscdl == 1 || (cfg.tscdl == 2 && (pc->cpu & 1)));
+    pc->deadline = cfg.tsc_deadline && (cfg.tscdl == 1 || (cfg.tscdl == 2 && (pc->cpu & 1)));
     if (pc->deadline) {
         pc->lvt_timer = V_TIMER | LVT_TSCDL;
         pc->period_tsc = cfg.tsc_khz * 1000 / cfg.hz;
@@ -1066,10 +1065,10 @@ static void lapic_init(struct percpu *pc)
      * software-disabled (an AP's state after INIT). */
     lapic_wr(LAPIC_SVR, SVR_VAL);
     lapic_wr(LAPIC_TPR, 0);
-    lapic_wr(LAPIC_DFR, 0xFFFFFFFFu);                  /* flat model */
+    lapic_wr(LAPIC_DFR, 0xFFFFFFFFu); /* flat model */
     pc->ldr = (1u << (pc->cpu & 7)) << 24;
     lapic_wr(LAPIC_LDR, pc->ldr);
-    lapic_wr(LAPIC_LVT_LINT0, LVT_MASKED);             /* no ExtINT from the PIC */
+    lapic_wr(LAPIC_LVT_LINT0, LVT_MASKED); /* no ExtINT from the PIC */
     lapic_wr(LAPIC_LVT_LINT1, LVT_MASKED);
     lapic_wr(LAPIC_LVT_ERR, V_LAPIC_ERR);
     lapic_wr(LAPIC_LVT_TIMER, LVT_MASKED | V_TIMER);
@@ -1116,8 +1115,8 @@ static u32 start_ap(u32 cpu, u64 timeout_ms)
     ap_boot_cpu = cpu;
     ap_boot_rsp = (u64)&kstacks[cpu][KSTACK_SIZE];
     STATUS->slot[cpu].state = VMSNAP_STATE_CPU_BOOTING;
-    u32 apic = cpu; /* APIC ID = vCPU index (QEMU, vmsnap) */
-    send_ipi(apic, 0x4500);                  /* INIT, level assert */
+    u32 apic = cpu;         /* APIC ID = vCPU index (QEMU, vmsnap) */
+    send_ipi(apic, 0x4500); /* INIT, level assert */
     udelay(500);
     for (u32 sipi = 0; sipi < 2 && !ap_started; sipi++) {
         send_ipi(apic, 0x4600 | (VMSNAP_STATE_TRAMPOLINE_GPA >> 12));
@@ -1151,18 +1150,18 @@ static void pic_mask(void)
 static void uart_init(void)
 {
     outb(UART_IER, 0);
-    outb(UART_LCR, 0x80);      /* DLAB */
-    outb(UART_RBR, 1);         /* 115200 baud */
+    outb(UART_LCR, 0x80); /* DLAB */
+    outb(UART_RBR, 1);    /* 115200 baud */
     outb(UART_IER, 0);
     outb(UART_LCR, UART_LCR_VAL);
-    outb(UART_FCR, 0);         /* no FIFO: one byte per interrupt */
+    outb(UART_FCR, 0); /* no FIFO: one byte per interrupt */
     outb(UART_MCR, UART_MCR_VAL);
     outb(UART_SCR, UART_SCR_VAL);
     (void)inb(UART_LSR);
     (void)inb(UART_IIR);
     (void)inb(UART_MSR);
     while (inb(UART_LSR) & LSR_DR)
-        (void)inb(UART_RBR);   /* anything typed before we were ready */
+        (void)inb(UART_RBR); /* anything typed before we were ready */
     outb(UART_IER, UART_IER_VAL);
 }
 
@@ -1236,8 +1235,8 @@ void kmain(void)
     u32 mbflags = boot_magic == MB_BOOT_MAGIC ? rd32(boot_mbi) : 0;
     if ((mbflags & MBI_CMDLINE) && rd32(boot_mbi + 16))
         parse_cmdline((const char *)(u64)rd32(boot_mbi + 16), &cpus);
-    cfg.ram_end = (mbflags & MBI_MEMORY) ? 0x100000ull + (u64)rd32(boot_mbi + 8) * 1024
-                                         : 0x400000ull;
+    cfg.ram_end =
+        (mbflags & MBI_MEMORY) ? 0x100000ull + (u64)rd32(boot_mbi + 8) * 1024 : 0x400000ull;
     if (cfg.ram_end > 0x100000000ull)
         cfg.ram_end = 0x100000000ull;
     cfg.check_every = cfg.hz / cfg.check_every ? cfg.hz / cfg.check_every : 1;
@@ -1330,12 +1329,11 @@ void kmain(void)
     st->cpus_wanted = cpus;
     st->patterns_gpa = (u32)(u64)patterns;
     st->pattern_size = sizeof(struct simd_patterns);
-    u32 flags = (vmsnap ? VMSNAP_STATE_FLAG_VMSNAP : 0) |
-                (cfg.kvmclock ? VMSNAP_STATE_FLAG_KVMCLOCK : 0) |
-                (cfg.tsc_deadline ? VMSNAP_STATE_FLAG_TSCDL : 0) |
-                (cfg.avx ? VMSNAP_STATE_FLAG_AVX : 0) |
-                (cfg.kvmclock && (PVCLOCK[0].flags & PVCLOCK_TSC_STABLE_BIT)
-                     ? VMSNAP_STATE_FLAG_STABLE : 0);
+    u32 flags =
+        (vmsnap ? VMSNAP_STATE_FLAG_VMSNAP : 0) | (cfg.kvmclock ? VMSNAP_STATE_FLAG_KVMCLOCK : 0) |
+        (cfg.tsc_deadline ? VMSNAP_STATE_FLAG_TSCDL : 0) | (cfg.avx ? VMSNAP_STATE_FLAG_AVX : 0) |
+        (cfg.kvmclock && (PVCLOCK[0].flags & PVCLOCK_TSC_STABLE_BIT) ? VMSNAP_STATE_FLAG_STABLE
+                                                                     : 0);
     st->flags = flags;
     st->slot[0].state = VMSNAP_STATE_CPU_BOOTING;
     if (calib_ticks == 0)

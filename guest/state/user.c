@@ -27,13 +27,13 @@ _Static_assert(__builtin_offsetof(struct simd_patterns, bad_reg) == 0x1D0, "P_BA
 _Static_assert(__builtin_offsetof(struct simd_patterns, bad_mask) == 0x1D4, "P_BAD_MASK");
 _Static_assert(__builtin_offsetof(struct simd_patterns, pad2) == 0x1D8, "P_SCRATCH");
 
-#define MXCSR_VAL 0xFF80u  /* all exceptions masked, round toward zero, FTZ */
-#define FCW_VAL   0x027Fu  /* all exceptions masked, double precision */
+#define MXCSR_VAL 0xFF80u /* all exceptions masked, round toward zero, FTZ */
+#define FCW_VAL   0x027Fu /* all exceptions masked, double precision */
 
-#define RUN_CAP_MS     50u  /* a longer gap (pause, host preemption) counts as this much */
-#define WATCHDOG_MS    500u /* a timer silent for this much running time is diagnosed */
-#define KC_STUCK_MS    100u /* kvmclock frozen while the TSC runs this long: F09 */
-#define PUBLISH_EVERY  256u
+#define RUN_CAP_MS    50u  /* a longer gap (pause, host preemption) counts as this much */
+#define WATCHDOG_MS   500u /* a timer silent for this much running time is diagnosed */
+#define KC_STUCK_MS   100u /* kvmclock frozen while the TSC runs this long: F09 */
+#define PUBLISH_EVERY 256u
 
 struct simd_patterns patterns[MAX_CPUS];
 
@@ -124,7 +124,7 @@ void user_main(u64 cpu)
     const u64 maxjump_cyc = (u64)cfg.maxjump_ms * khz;
     const u64 maxjump_ns = (u64)cfg.maxjump_ms * 1000000ull;
     const u64 cap_cyc = RUN_CAP_MS * khz;
-    u32 wd_ms = 5000 / cfg.hz;           /* at least 5 LAPIC periods */
+    u32 wd_ms = 5000 / cfg.hz; /* at least 5 LAPIC periods */
     if (wd_ms < WATCHDOG_MS)
         wd_ms = WATCHDOG_MS;
     const u64 wd_cyc = wd_ms * khz;
@@ -188,7 +188,8 @@ void user_main(u64 cpu)
                 last_kc = kc;
             } else {
                 if (kc - last_kc > maxjump_ns)
-                    report(VMSNAP_STATE_F_CLOCK_JUMP, 0, (kc - last_kc) / 1000000); /* 0 = kvmclock */
+                    report(VMSNAP_STATE_F_CLOCK_JUMP, 0,
+                           (kc - last_kc) / 1000000); /* 0 = kvmclock */
                 if (kc == last_kc) {
                     if (!kc_stuck_since) {
                         kc_stuck_since = t;

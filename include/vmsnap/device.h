@@ -11,11 +11,11 @@
 G_BEGIN_DECLS
 
 typedef struct VmsnapDevice {
-    uint32_t struct_size;  /* sizeof(VmsnapDevice), so the struct can grow */
-    const char *name;      /* section name, 1-23 chars: "cpu", "pic", "serial", ... */
-    uint32_t instance;     /* vCPU index, chip number, ... */
-    uint32_t version;      /* the version save() writes */
-    uint32_t min_version;  /* the oldest version load() accepts */
+    uint32_t struct_size; /* sizeof(VmsnapDevice), so the struct can grow */
+    const char *name;     /* section name, 1-23 chars: "cpu", "pic", "serial", ... */
+    uint32_t instance;    /* vCPU index, chip number, ... */
+    uint32_t version;     /* the version save() writes */
+    uint32_t min_version; /* the oldest version load() accepts */
     /* Emits the device's fields. The VM is paused. Returns false with an error. */
     bool (*save)(void *opaque, VmsnapFieldWriter *w, GError **error);
     /* Reads the fields written by `version` and applies them. Should validate

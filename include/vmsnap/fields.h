@@ -90,8 +90,7 @@ bool vmsnap_fr_str(VmsnapFieldReader *r, const char *name, size_t max, char **ou
 bool vmsnap_fr_struct_begin(VmsnapFieldReader *r, const char *name);
 bool vmsnap_fr_struct_end(VmsnapFieldReader *r);
 /* Reads the element count, which must be at most `max`. */
-bool vmsnap_fr_array_begin(VmsnapFieldReader *r, const char *name, uint32_t max,
-                           uint32_t *count);
+bool vmsnap_fr_array_begin(VmsnapFieldReader *r, const char *name, uint32_t max, uint32_t *count);
 bool vmsnap_fr_array_end(VmsnapFieldReader *r);
 
 /* Records a semantic error found by the caller (e.g. a value out of range) with the
@@ -110,8 +109,8 @@ void vmsnap_fr_free(VmsnapFieldReader *r);
  * "<prefix>.regs.rip = (u64) 0x0000000000101234\n". BYTES print as hex (long ones
  * abbreviated unless `full`). Returns false with an error on malformed input; `out`
  * then holds the lines before the malformed field. */
-bool vmsnap_fields_print(const void *data, size_t len, const char *prefix, bool full,
-                         GString *out, GError **error);
+bool vmsnap_fields_print(const void *data, size_t len, const char *prefix, bool full, GString *out,
+                         GError **error);
 
 /* Checks that a whole payload is well formed (what vmsnap_fields_print() checks,
  * without printing). Returns false with a MALFORMED error naming the offset. */

@@ -15,7 +15,7 @@ G_BEGIN_DECLS
 typedef struct VmsnapSnapshot VmsnapSnapshot;
 
 typedef enum {
-    VMSNAP_OPEN_ALLOW_PARTIAL = 1 << 0, /* inspect/verify: open an incomplete file */
+    VMSNAP_OPEN_ALLOW_PARTIAL = 1 << 0,     /* inspect/verify: open an incomplete file */
     VMSNAP_OPEN_NO_PAGE_CHECKSUMS = 1 << 1, /* check the checksum tables, then drop them */
 } VmsnapOpenFlags;
 
@@ -24,8 +24,8 @@ typedef enum {
 VmsnapSnapshot *vmsnap_snapshot_open(const char *path, uint64_t offset, unsigned flags,
                                      GError **error);
 /* Same on an open fd (dup'ed; the caller keeps its fd). `what` names it in errors. */
-VmsnapSnapshot *vmsnap_snapshot_open_fd(int fd, uint64_t offset, const char *what,
-                                        unsigned flags, GError **error);
+VmsnapSnapshot *vmsnap_snapshot_open_fd(int fd, uint64_t offset, const char *what, unsigned flags,
+                                        GError **error);
 void vmsnap_snapshot_close(VmsnapSnapshot *s);
 
 /* True when the header says the save completed. */

@@ -15,23 +15,23 @@ G_BEGIN_DECLS
 
 /* Live counters, updated by the writer threads; read them from any thread. */
 typedef struct VmsnapProgress {
-    uint64_t ram_bytes;      /* total guest RAM (set at start) */
-    uint64_t scanned_pages;  /* pages examined so far */
-    uint64_t normal_pages;   /* non-zero pages written */
-    uint64_t zero_pages;     /* zero pages skipped */
-    uint64_t written_bytes;  /* page bytes completed on disk */
+    uint64_t ram_bytes;     /* total guest RAM (set at start) */
+    uint64_t scanned_pages; /* pages examined so far */
+    uint64_t normal_pages;  /* non-zero pages written */
+    uint64_t zero_pages;    /* zero pages skipped */
+    uint64_t written_bytes; /* page bytes completed on disk */
 } VmsnapProgress;
 
 typedef struct VmsnapSaveOptions {
-    uint32_t struct_size;       /* sizeof(VmsnapSaveOptions) */
-    unsigned threads;           /* parallel writers; 0 = number of online CPUs */
-    uint64_t offset;            /* where the snapshot starts in the file (bytes before are kept) */
-    bool in_place;              /* vmsnap_save_path: write PATH itself even at offset 0 */
-    bool no_checksums;          /* benchmarks only: store zero checksums (such files fail
-                                 * page verification) */
-    bool buffered;              /* force buffered page writes instead of O_DIRECT */
-    VmsnapProgress *progress;   /* optional; fields updated with atomic adds */
-    const int *cancel;          /* optional; the save stops when it becomes non-zero */
+    uint32_t struct_size;     /* sizeof(VmsnapSaveOptions) */
+    unsigned threads;         /* parallel writers; 0 = number of online CPUs */
+    uint64_t offset;          /* where the snapshot starts in the file (bytes before are kept) */
+    bool in_place;            /* vmsnap_save_path: write PATH itself even at offset 0 */
+    bool no_checksums;        /* benchmarks only: store zero checksums (such files fail
+                               * page verification) */
+    bool buffered;            /* force buffered page writes instead of O_DIRECT */
+    VmsnapProgress *progress; /* optional; fields updated with atomic adds */
+    const int *cancel;        /* optional; the save stops when it becomes non-zero */
 } VmsnapSaveOptions;
 
 typedef struct VmsnapSaveStats {
@@ -39,14 +39,14 @@ typedef struct VmsnapSaveStats {
     uint64_t total_pages;
     uint64_t normal_pages;
     uint64_t zero_pages;
-    uint64_t written_bytes;     /* page bytes */
+    uint64_t written_bytes; /* page bytes */
     uint64_t metadata_bytes;
-    uint64_t pages_ns;          /* scanning and writing pages */
-    uint64_t metadata_ns;       /* device state and metadata */
-    uint64_t sync_ns;           /* fdatasync + commit */
+    uint64_t pages_ns;    /* scanning and writing pages */
+    uint64_t metadata_ns; /* device state and metadata */
+    uint64_t sync_ns;     /* fdatasync + commit */
     uint64_t total_ns;
     unsigned threads;
-    bool direct_io;             /* false when the filesystem refused O_DIRECT */
+    bool direct_io; /* false when the filesystem refused O_DIRECT */
 } VmsnapSaveStats;
 
 /*

@@ -23,7 +23,7 @@ typedef struct VmsnapRamBlock {
  * engine's thread. Any member may be NULL when the VMM cannot do it (then only
  * stopped saves are possible). */
 typedef struct VmsnapVmOps {
-    uint32_t struct_size;          /* sizeof(VmsnapVmOps) */
+    uint32_t struct_size; /* sizeof(VmsnapVmOps) */
     /* Starts dirty tracking. Cost must not grow with the RAM size. The engine sends
      * every page in its first pass, whatever the first fetch reports. Returns false
      * with an error. */
@@ -49,16 +49,16 @@ typedef struct VmsnapVmOps {
 } VmsnapVmOps;
 
 typedef struct VmsnapVm {
-    uint32_t struct_size;          /* sizeof(VmsnapVm) */
-    uint8_t uuid[16];              /* the VM's UUID */
+    uint32_t struct_size; /* sizeof(VmsnapVm) */
+    uint8_t uuid[16];     /* the VM's UUID */
     unsigned n_blocks;
     const VmsnapRamBlock *blocks;
     unsigned n_devices;
-    const VmsnapDevice *devices;   /* saved in this order, loaded in this order */
-    GBytes *config;                /* CONFIG section payload (fields), written by the VMM */
+    const VmsnapDevice *devices; /* saved in this order, loaded in this order */
+    GBytes *config;              /* CONFIG section payload (fields), written by the VMM */
     uint32_t config_version;
-    const VmsnapVmOps *ops;        /* NULL: stopped saves only */
-    bool running;                  /* the VM runs now (live save/migration possible) */
+    const VmsnapVmOps *ops; /* NULL: stopped saves only */
+    bool running;           /* the VM runs now (live save/migration possible) */
 } VmsnapVm;
 
 G_END_DECLS

@@ -34,14 +34,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define PAGES1 16
 
 static VmsnapRamBlock blocks[2] = {
-    { .name = "ram-below-4g", .gpa = 0, .size = PAGES0 * 4096, .page_size = 4096,
+    { .name = "ram-below-4g",
+      .gpa = 0,
+      .size = PAGES0 * 4096,
+      .page_size = 4096,
       .backing_fd = -1 },
-    { .name = "ram-above-4g", .gpa = 1ull << 32, .size = PAGES1 * 4096, .page_size = 4096,
+    { .name = "ram-above-4g",
+      .gpa = 1ull << 32,
+      .size = PAGES1 * 4096,
+      .page_size = 4096,
       .backing_fd = -1 },
 };
 
-static bool accept_config(void *opaque, GBytes *fields, uint32_t version,
-                          const uint8_t vm_uuid[16], bool validate_uuid, GError **error)
+static bool accept_config(void *opaque, GBytes *fields, uint32_t version, const uint8_t vm_uuid[16],
+                          bool validate_uuid, GError **error)
 {
     return true;
 }

@@ -25,8 +25,7 @@ static int fd = -1;
 static bool rd(void *opaque, uint64_t off, void *buf, size_t len, GError **error)
 {
     if (pread(fd, buf, len, (off_t)off) != (ssize_t)len) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "short read at %" G_GUINT64_FORMAT,
-                    off);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "short read at %" G_GUINT64_FORMAT, off);
         return false;
     }
     return true;
@@ -85,8 +84,8 @@ static int locate(const char *path, uint64_t base)
         const FormatSection *x = &s->sections[i];
         printf("%s{\"type\": \"%s\", \"name\": \"%s\", \"instance\": %u, \"version\": %u, "
                "\"offset\": %" G_GUINT64_FORMAT ", \"size\": %" G_GUINT64_FORMAT "}",
-               i ? ", " : "", format_section_type_name(x->type), x->name, x->instance,
-               x->version, x->offset, x->size);
+               i ? ", " : "", format_section_type_name(x->type), x->name, x->instance, x->version,
+               x->offset, x->size);
     }
     printf("], \"blocks\": [");
     for (unsigned i = 0; i < s->n_blocks; i++) {
@@ -113,8 +112,8 @@ static int locate(const char *path, uint64_t base)
     return 0;
 }
 
-static int set_section_version(const char *path, uint64_t base, const char *name,
-                               unsigned instance, unsigned version)
+static int set_section_version(const char *path, uint64_t base, const char *name, unsigned instance,
+                               unsigned version)
 {
     g_autoptr(FormatSnapshot) s = parse(path, base);
     uint64_t dir = s->header.metadata_offset;
@@ -148,7 +147,8 @@ int main(int argc, char **argv)
 {
     if (argc < 3)
         die("usage: locate FILE [OFFSET] | set-state FILE OFFSET PART|DONE | "
-            "set-section-version FILE OFFSET NAME INSTANCE VERSION", NULL);
+            "set-section-version FILE OFFSET NAME INSTANCE VERSION",
+            NULL);
     fd = open(argv[2], O_RDWR);
     if (fd < 0)
         die(strerror(errno), NULL);

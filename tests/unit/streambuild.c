@@ -83,9 +83,9 @@ void sb_ram_blocks(SbChannel *c)
 void sb_sync(SbChannel *c, uint32_t pass, bool final)
 {
     uint8_t buf[16];
-    stream_sync_encode(&(StreamSync){ .pass = pass, .flags = final ? STREAM_SYNC_FINAL : 0,
-                                      .dirty_pages = 3 },
-                       buf);
+    stream_sync_encode(
+        &(StreamSync){ .pass = pass, .flags = final ? STREAM_SYNC_FINAL : 0, .dirty_pages = 3 },
+        buf);
     sb_add(c, STREAM_REC_SYNC, buf, sizeof(buf));
 }
 

@@ -11,15 +11,15 @@
 typedef struct SbRecord {
     uint32_t type;
     GByteArray *payload;
-    bool auto_end;   /* END: records and chain filled in when assembled */
+    bool auto_end; /* END: records and chain filled in when assembled */
     uint32_t end_flags;
     uint64_t offset; /* set by sb_assemble: the record's offset in the channel */
 } SbRecord;
 
 typedef struct SbChannel {
-    uint32_t index;   /* 0: main (stream header), else a channel header */
-    StreamHeader h;   /* main: the stream header; extra: its session is used */
-    GPtrArray *recs;  /* SbRecord */
+    uint32_t index;  /* 0: main (stream header), else a channel header */
+    StreamHeader h;  /* main: the stream header; extra: its session is used */
+    GPtrArray *recs; /* SbRecord */
 } SbChannel;
 
 SbChannel *sb_new(uint32_t index, const StreamHeader *h);

@@ -186,8 +186,8 @@ static void test_zero_page(Fixture *f, gconstpointer data)
     g_autoptr(GError) error = NULL;
     static const uint8_t initrd[5000] = { 0x1f, 0x8b, 0x08 };
     LinuxBoot lb;
-    g_assert_true(linux_load(b->data, b->len, "bz", "console=ttyS0 tok=42", initrd,
-                             sizeof(initrd), "initrd.gz", &f->ram, &lb, &error));
+    g_assert_true(linux_load(b->data, b->len, "bz", "console=ttyS0 tok=42", initrd, sizeof(initrd),
+                             "initrd.gz", &f->ram, &lb, &error));
     g_assert_no_error(error);
     g_assert_cmpint(lb.kind, ==, LINUX_KIND_BZIMAGE);
     g_assert_cmphex(lb.load_addr, ==, PREF_ADDRESS);
@@ -249,14 +249,14 @@ static void test_zero_page_errors(Fixture *f, gconstpointer data)
     /* an initrd that does not fit above the kernel */
     gsize big = (256u << 20) - PREF_ADDRESS;
     g_autofree uint8_t *initrd = g_malloc0(big);
-    g_assert_false(linux_load(b->data, b->len, "bz", "", initrd, big, "big.img", &f->ram, &lb,
-                              &error));
+    g_assert_false(
+        linux_load(b->data, b->len, "bz", "", initrd, big, "big.img", &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "big.img: the initrd"));
     g_clear_error(&error);
     /* a command line longer than cmdline_size */
     linux_put32(b->data, LINUX_HDR_CMDLINE_SIZE, 8);
-    g_assert_false(linux_load(b->data, b->len, "bz", "console=ttyS0", NULL, 0, NULL, &f->ram,
-                              &lb, &error));
+    g_assert_false(
+        linux_load(b->data, b->len, "bz", "console=ttyS0", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "cmdline_size"));
     g_clear_error(&error);
     /* a kernel that needs more memory than there is */
@@ -267,8 +267,7 @@ static void test_zero_page_errors(Fixture *f, gconstpointer data)
     g_clear_error(&error);
     /* neither kind */
     uint8_t junk[4096] = { 0 };
-    g_assert_false(linux_load(junk, sizeof(junk), "junk", "", NULL, 0, NULL, &f->ram, &lb,
-                              &error));
+    g_assert_false(linux_load(junk, sizeof(junk), "junk", "", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "neither a bzImage"));
     g_clear_error(&error);
 }
@@ -294,9 +293,14 @@ static GByteArray *make_vmlinux(uint64_t entry, uint64_t paddr)
     eh.e_ehsize = sizeof(eh);
     eh.e_phentsize = sizeof(Elf64_Phdr);
     eh.e_phnum = 1;
-    Elf64_Phdr ph = { .p_type = PT_LOAD, .p_flags = PF_R | PF_X, .p_offset = off,
-                      .p_vaddr = 0xffffffff81000000ull, .p_paddr = paddr, .p_filesz = code,
-                      .p_memsz = code * 4, .p_align = 0x200000 };
+    Elf64_Phdr ph = { .p_type = PT_LOAD,
+                      .p_flags = PF_R | PF_X,
+                      .p_offset = off,
+                      .p_vaddr = 0xffffffff81000000ull,
+                      .p_paddr = paddr,
+                      .p_filesz = code,
+                      .p_memsz = code * 4,
+                      .p_align = 0x200000 };
     memcpy(b->data, &eh, sizeof(eh));
     memcpy(b->data + sizeof(eh), &ph, sizeof(ph));
     memset(b->data + off, 0x90, code);
@@ -311,8 +315,8 @@ static void test_vmlinux(Fixture *f, gconstpointer data)
     LinuxKind kind;
     g_assert_true(linux_detect(b->data, b->len, &kind));
     g_assert_cmpint(kind, ==, LINUX_KIND_VMLINUX);
-    g_assert_true(linux_load(b->data, b->len, "vmlinux", "tok=7", NULL, 0, NULL, &f->ram, &lb,
-                             &error));
+    g_assert_true(
+        linux_load(b->data, b->len, "vmlinux", "tok=7", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_no_error(error);
     g_assert_cmphex(lb.entry, ==, 0x1000000);
     g_assert_cmphex(lb.load_addr, ==, 0x1000000);
@@ -329,8 +333,7 @@ static void test_vmlinux(Fixture *f, gconstpointer data)
 
     /* a virtual entry point is translated through its segment */
     g_autoptr(GByteArray) v = make_vmlinux(0xffffffff81000200ull, 0x1000000);
-    g_assert_true(linux_load(v->data, v->len, "vmlinux", "", NULL, 0, NULL, &f->ram, &lb,
-                             &error));
+    g_assert_true(linux_load(v->data, v->len, "vmlinux", "", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_cmphex(lb.entry, ==, 0x1000200);
 }
 
@@ -339,23 +342,23 @@ static void test_vmlinux_errors(Fixture *f, gconstpointer data)
     GError *error = NULL;
     LinuxBoot lb;
     g_autoptr(GByteArray) low = make_vmlinux(0x1000, 0x1000);
-    g_assert_false(linux_load(low->data, low->len, "low.elf", "", NULL, 0, NULL, &f->ram, &lb,
-                              &error));
+    g_assert_false(
+        linux_load(low->data, low->len, "low.elf", "", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "below 1 MiB"));
     g_clear_error(&error);
     g_autoptr(GByteArray) high = make_vmlinux(0x20000000, 0x20000000);
-    g_assert_false(linux_load(high->data, high->len, "high.elf", "", NULL, 0, NULL, &f->ram,
-                              &lb, &error));
+    g_assert_false(
+        linux_load(high->data, high->len, "high.elf", "", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "does not fit in guest RAM"));
     g_clear_error(&error);
     g_autoptr(GByteArray) noentry = make_vmlinux(0x5000000, 0x1000000);
-    g_assert_false(linux_load(noentry->data, noentry->len, "e.elf", "", NULL, 0, NULL, &f->ram,
-                              &lb, &error));
+    g_assert_false(
+        linux_load(noentry->data, noentry->len, "e.elf", "", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "in no loaded segment"));
     g_clear_error(&error);
     g_autoptr(GByteArray) trunc = make_vmlinux(0x1000000, 0x1000000);
-    g_assert_false(linux_load(trunc->data, 0x1800, "t.elf", "", NULL, 0, NULL, &f->ram, &lb,
-                              &error));
+    g_assert_false(
+        linux_load(trunc->data, 0x1800, "t.elf", "", NULL, 0, NULL, &f->ram, &lb, &error));
     g_assert_nonnull(strstr(error->message, "beyond the end of the file"));
     g_clear_error(&error);
 }

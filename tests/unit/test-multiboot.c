@@ -43,7 +43,7 @@ static void test_embedded_guest(Fixture *f, gconstpointer data)
 
     /* flags: memory, cmdline, mmap, loader name */
     g_assert_cmpuint(rd32(f, BOOT_INFO_MBI), ==, (1u << 0) | (1u << 2) | (1u << 6) | (1u << 9));
-    g_assert_cmpuint(rd32(f, BOOT_INFO_MBI + 4), ==, 639);            /* mem_lower KiB */
+    g_assert_cmpuint(rd32(f, BOOT_INFO_MBI + 4), ==, 639);               /* mem_lower KiB */
     g_assert_cmpuint(rd32(f, BOOT_INFO_MBI + 8), ==, (15u << 20) >> 10); /* mem_upper KiB */
     uint32_t cmdline = rd32(f, BOOT_INFO_MBI + 16);
     g_assert_cmpstr((const char *)ram_ptr(&f->ram, cmdline, 1), ==, "bevery=2 pace=0");
@@ -200,8 +200,10 @@ static void test_aout_kludge(Fixture *f, gconstpointer data)
     /* A flat binary: multiboot header with load addresses, then code. */
     uint32_t load = 0x300000;
     uint32_t flags = 0x3 | (1u << 16);
-    uint32_t hdr[8] = { MULTIBOOT_HEADER_MAGIC, flags, -(MULTIBOOT_HEADER_MAGIC + flags),
-                        load, load, 0, load + 0x2000, load + 32 };
+    uint32_t hdr[8] = {
+        MULTIBOOT_HEADER_MAGIC, flags,    -(MULTIBOOT_HEADER_MAGIC + flags), load, load, 0,
+        load + 0x2000,          load + 32
+    };
     uint8_t image[34];
     memcpy(image, hdr, 32);
     image[32] = 0x0f;

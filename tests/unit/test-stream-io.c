@@ -166,8 +166,9 @@ static void test_eof(void)
     g_assert_false(vstream_read_all(r, buf, 8, &clean, &error));
     g_assert_error(error, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE);
     g_assert_false(clean);
-    g_assert_cmpstr(error->message, ==, "unix:/tmp/peer.sock: unexpected end of stream after 10 "
-                                        "bytes");
+    g_assert_cmpstr(error->message, ==,
+                    "unix:/tmp/peer.sock: unexpected end of stream after 10 "
+                    "bytes");
     g_clear_error(&error);
     /* Now at the very end: a clean EOF (still an error for the caller to judge). */
     g_assert_false(vstream_read_all(r, buf, 8, &clean, &error));
@@ -221,15 +222,15 @@ static void test_fault_write(gconstpointer data)
 {
     int err = GPOINTER_TO_INT(data);
     g_autoptr(GByteArray) out = g_byte_array_new();
-    VStream *s = vstream_fault_new(vstream_mem_new(out, NULL, "file:/snap/x"),
-                                   VSTREAM_FAULT_WRITE, 3, err, false);
+    VStream *s = vstream_fault_new(vstream_mem_new(out, NULL, "file:/snap/x"), VSTREAM_FAULT_WRITE,
+                                   3, err, false);
     g_autoptr(GError) error = NULL;
     g_assert_true(vstream_write_all(s, "aaaa", 4, &error));
     g_assert_true(vstream_write_all(s, "bbbb", 4, &error));
     g_assert_false(vstream_write_all(s, "cccc", 4, &error));
     g_assert_error(error, G_IO_ERROR, (gint)g_io_error_from_errno(err));
-    g_autofree char *want = g_strdup_printf("file:/snap/x: write failed at byte offset 8: %s",
-                                            g_strerror(err));
+    g_autofree char *want =
+        g_strdup_printf("file:/snap/x: write failed at byte offset 8: %s", g_strerror(err));
     g_assert_cmpstr(error->message, ==, want);
     g_assert_cmpuint(out->len, ==, 8);
     g_assert_cmpuint(s->written, ==, 8);
@@ -244,8 +245,8 @@ static void test_fault_eintr(void)
     /* EINTR is retried by the _all functions. */
     g_autoptr(GByteArray) out = g_byte_array_new();
     g_autoptr(GBytes) in = g_bytes_new_static("xyz", 3);
-    VStream *s = vstream_fault_new(vstream_mem_new(out, NULL, "m"), VSTREAM_FAULT_WRITE, 1, EINTR,
-                                   false);
+    VStream *s =
+        vstream_fault_new(vstream_mem_new(out, NULL, "m"), VSTREAM_FAULT_WRITE, 1, EINTR, false);
     g_autoptr(GError) error = NULL;
     g_assert_true(vstream_write_all(s, "ab", 2, &error));
     g_assert_cmpmem(out->data, out->len, "ab", 2);
@@ -260,8 +261,8 @@ static void test_fault_eintr(void)
 static void test_fault_short_write(void)
 {
     g_autoptr(GByteArray) out = g_byte_array_new();
-    VStream *s = vstream_fault_new(vstream_mem_new(out, NULL, "exec:cat"), VSTREAM_FAULT_WRITE, 2,
-                                   0, true);
+    VStream *s =
+        vstream_fault_new(vstream_mem_new(out, NULL, "exec:cat"), VSTREAM_FAULT_WRITE, 2, 0, true);
     g_autoptr(GError) error = NULL;
     g_autofree uint8_t *data = pattern(1000, 3);
     g_assert_true(vstream_write_all(s, data, 100, &error));

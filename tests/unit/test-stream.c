@@ -80,11 +80,11 @@ typedef struct TestStream {
     VStream base;
     GBytes *in;
     size_t pos;
-    size_t delay_at;     /* first read at or after this position sleeps delay_ms */
+    size_t delay_at; /* first read at or after this position sleeps delay_ms */
     unsigned delay_ms;
-    size_t block_at;     /* reads at or after this position wait for `release` */
-    gint *release;       /* then return EOF */
-    gint *freed;         /* set when the stream is freed */
+    size_t block_at; /* reads at or after this position wait for `release` */
+    gint *release;   /* then return EOF */
+    gint *freed;     /* set when the stream is freed */
 } TestStream;
 
 static ssize_t ts_read(VStream *vs, void *buf, size_t len)
@@ -151,8 +151,8 @@ static bool hook_config(void *opaque, GBytes *fields, uint32_t version, const ui
     h->config_version = version;
     h->validate_uuid = validate_uuid;
     g_assert_cmpuint(uuid[0], ==, 0xa0);
-    g_assert_true(vmsnap_fields_check(g_bytes_get_data(fields, NULL), g_bytes_get_size(fields),
-                                      NULL));
+    g_assert_true(
+        vmsnap_fields_check(g_bytes_get_data(fields, NULL), g_bytes_get_size(fields), NULL));
     if (h->refuse) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                     "config: memory is 327680 bytes, this VM has 1048576");
@@ -385,14 +385,16 @@ static void test_record_header(void)
     memcpy(bad, hb, sizeof(bad));
     put32(bad + 12, 0x100);
     g_assert_false(stream_record_header_decode(bad, "s", 0, 64, &h, &error));
-    g_assert_cmpstr(error->message, ==, "s: channel 0, record 7 (DEVICE) at offset 64: reserved "
-                                        "field is 0x100, must be 0");
+    g_assert_cmpstr(error->message, ==,
+                    "s: channel 0, record 7 (DEVICE) at offset 64: reserved "
+                    "field is 0x100, must be 0");
     g_clear_error(&error);
     memcpy(bad, hb, sizeof(bad));
     put32(bad + 8, STREAM_MAX_PAYLOAD + 1);
     g_assert_false(stream_record_header_decode(bad, "s", 0, 64, &h, &error));
-    g_assert_cmpstr(error->message, ==, "s: channel 0, record 7 (DEVICE) at offset 64: length "
-                                        "16781313 is over the limit of 16781312 bytes");
+    g_assert_cmpstr(error->message, ==,
+                    "s: channel 0, record 7 (DEVICE) at offset 64: length "
+                    "16781313 is over the limit of 16781312 bytes");
     put32(bad + 8, STREAM_MAX_PAYLOAD);
     g_assert_true(stream_record_header_decode(bad, "s", 0, 64, &h, NULL));
 }
@@ -542,8 +544,9 @@ static void test_small_payloads(void)
     g_clear_error(&error);
     buf[10] = '/';
     g_assert_false(stream_device_prefix_decode(buf, 32, &inst, &ver, name, &error));
-    g_assert_cmpstr(error->message, ==, "device name at payload offset 8: name has a character "
-                                        "outside [A-Za-z0-9_.-]");
+    g_assert_cmpstr(error->message, ==,
+                    "device name at payload offset 8: name has a character "
+                    "outside [A-Za-z0-9_.-]");
     g_clear_error(&error);
     memset(buf + 8, 0, 24);
     g_assert_false(stream_device_prefix_decode(buf, 32, &inst, &ver, name, &error));
@@ -551,8 +554,9 @@ static void test_small_payloads(void)
     g_clear_error(&error);
     memset(buf + 8, 'a', 24);
     g_assert_false(stream_device_prefix_decode(buf, 32, &inst, &ver, name, &error));
-    g_assert_cmpstr(error->message, ==, "device name at payload offset 8: name is not "
-                                        "NUL-terminated");
+    g_assert_cmpstr(error->message, ==,
+                    "device name at payload offset 8: name is not "
+                    "NUL-terminated");
     g_clear_error(&error);
     stream_device_prefix_encode(0, 0, "cpu", buf);
     g_assert_false(stream_device_prefix_decode(buf, 32, &inst, &ver, name, &error));
@@ -585,8 +589,8 @@ static void test_small_payloads(void)
     FormatBlock *blocks;
     unsigned n;
     g_autoptr(GBytes) t = format_ram_blocks_encode(sb_blocks, SB_BLOCKS);
-    g_assert_true(stream_ram_blocks_decode(g_bytes_get_data(t, NULL), g_bytes_get_size(t),
-                                           &blocks, &n, NULL));
+    g_assert_true(stream_ram_blocks_decode(g_bytes_get_data(t, NULL), g_bytes_get_size(t), &blocks,
+                                           &n, NULL));
     g_assert_cmpuint(n, ==, 2);
     g_assert_cmpstr(blocks[1].name, ==, "ram-above-4g");
     g_free(blocks);
@@ -596,8 +600,9 @@ static void test_small_payloads(void)
     g_autoptr(GBytes) t2 = format_ram_blocks_encode(moved, SB_BLOCKS);
     g_assert_false(stream_ram_blocks_decode(g_bytes_get_data(t2, NULL), g_bytes_get_size(t2),
                                             &blocks, &n, &error));
-    g_assert_cmpstr(error->message, ==, "RAM block 1 'ram-above-4g': pages_offset is 1048576, "
-                                        "must be 0");
+    g_assert_cmpstr(error->message, ==,
+                    "RAM block 1 'ram-above-4g': pages_offset is 1048576, "
+                    "must be 0");
     g_assert_null(blocks);
     g_clear_error(&error);
     moved[1].pages_offset = 0;
@@ -681,8 +686,8 @@ static void test_good(void)
     GBytes *config = receiver_config(r, &version);
     g_assert_cmpuint(version, ==, 1);
     SbRecord *cr = c->recs->pdata[0];
-    g_assert_cmpmem(g_bytes_get_data(config, NULL), g_bytes_get_size(config),
-                    cr->payload->data + 8, cr->payload->len - 8);
+    g_assert_cmpmem(g_bytes_get_data(config, NULL), g_bytes_get_size(config), cr->payload->data + 8,
+                    cr->payload->len - 8);
     unsigned n;
     const ReceivedSection *dev = receiver_devices(r, &n);
     g_assert_cmpuint(n, ==, 2);
@@ -783,7 +788,7 @@ static void test_writer_chunk(void)
         for (uint64_t p = 0; p < 64; p++)
             memset(host + p * 4096, (int)(p + 1), 4096);
         uint64_t sel = ~0ull & ~(1ull << 7) & ~(1ull << 40); /* 7 and 40 not sent */
-        uint64_t zero = (1ull << 3) | (1ull << 33);           /* said zero by the scan */
+        uint64_t zero = (1ull << 3) | (1ull << 33);          /* said zero by the scan */
         memset(host + 3 * 4096, 0, 4096);
         memset(host + 33 * 4096, 0, 4096);
 
@@ -849,8 +854,7 @@ static void test_writer(void)
         /* Pass 1: every page, in order. */
         for (uint32_t b = 0; b < SB_BLOCKS; b++)
             for (uint64_t p = 0; p < sb_blocks[b].size / 4096; p++)
-                g_assert_true(stream_writer_page(w, b, p, src.blocks[b].host + p * 4096,
-                                                 &error));
+                g_assert_true(stream_writer_page(w, b, p, src.blocks[b].host + p * 4096, &error));
         g_assert_true(stream_writer_sync(w, 1, 0, 2, &error));
         /* Pass 2: out of order (flushes), and a page rewritten after it was added
          * (copy mode sends what it was when added). */
@@ -925,9 +929,9 @@ typedef struct Refusal {
     const char *name;
     Mutate mutate;
     Raw raw;
-    unsigned record;      /* the record named (index in c->recs) */
-    const char *type;     /* its type as named */
-    const char *message;  /* after "test: channel 0, record N (TYPE) at offset O: " */
+    unsigned record;     /* the record named (index in c->recs) */
+    const char *type;    /* its type as named */
+    const char *message; /* after "test: channel 0, record N (TYPE) at offset O: " */
 } Refusal;
 
 static void insert(SbChannel *c, guint at, SbChannel *from)
@@ -1168,8 +1172,9 @@ static const Refusal refusals[] = {
       "RAM block 0 'ram-below-4g': pages_offset is 1048576, must be 0" },
     { "record-after-end", m_record_after_end, NULL, 10, "SYNC", "a record after END" },
     { "end-count", m_end_count, NULL, 9, "END", "END counts 5 records, the channel had 9" },
-    { "end-chain", m_end_chain, NULL, 9, "END", "END chain checksum 0x0000000000000bad, the "
-                                                "records give 0x" },
+    { "end-chain", m_end_chain, NULL, 9, "END",
+      "END chain checksum 0x0000000000000bad, the "
+      "records give 0x" },
     { "bad-checksum", NULL, r_bad_checksum, 3, "PAGES", "bad checksum: the header says 0x" },
 };
 
@@ -1186,8 +1191,9 @@ static void test_refusal(gconstpointer data)
     g_autoptr(GBytes) bytes = g_bytes_new(b->data, b->len);
     g_autofree char *msg = receive_fail(bytes);
     SbRecord *r = c->recs->pdata[t->record];
-    g_autofree char *want = g_strdup_printf("test: channel 0, record %u (%s) at offset %" PRIu64
-                                            ": %s", t->record, t->type, r->offset, t->message);
+    g_autofree char *want =
+        g_strdup_printf("test: channel 0, record %u (%s) at offset %" PRIu64 ": %s", t->record,
+                        t->type, r->offset, t->message);
     if (!g_str_has_prefix(msg, want))
         g_error("got:\n  %s\nexpected:\n  %s", msg, want);
 }
@@ -1202,7 +1208,8 @@ static void test_refusal_tail(void)
     g_autoptr(GBytes) bytes = g_bytes_new(b->data, b->len);
     g_autofree char *msg = receive_fail(bytes);
     g_autofree char *want = g_strdup_printf("test: channel 0: 3 stray bytes after END (at offset "
-                                            "%u)", b->len - 3);
+                                            "%u)",
+                                            b->len - 3);
     g_assert_cmpstr(msg, ==, want);
 
     /* Several channels, and a destination without accept_channel. */
@@ -1217,8 +1224,9 @@ static void test_refusal_tail(void)
     bool ok;
     Receiver *r = receive(mb, &d, NULL, &ok, &error);
     g_assert_false(ok);
-    g_assert_cmpstr(error->message, ==, "test: the stream has 2 channels, this destination takes "
-                                        "only one");
+    g_assert_cmpstr(error->message, ==,
+                    "test: the stream has 2 channels, this destination takes "
+                    "only one");
     receiver_free(r);
     dest_clear(&d);
 }
@@ -1265,7 +1273,8 @@ static void test_destination_mismatch(void)
             Receiver *r = receiver_new(vstream_mem_new(NULL, bytes, "test"), more, 3, NULL);
             g_assert_false(receiver_run(r, &error));
             g_autofree char *w = g_strdup_printf("%s %" PRIu64 ": this VM's RAM block 'vram' is "
-                                                 "not in the stream", pre, at);
+                                                 "not in the stream",
+                                                 pre, at);
             g_assert_cmpstr(error->message, ==, w);
             receiver_free(r);
             dest_clear(&d);
@@ -1292,8 +1301,9 @@ static void test_destination_mismatch(void)
     Receiver *r = receive(bytes, &d, &hooks, &ok, &error);
     g_assert_false(ok);
     g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED);
-    g_assert_cmpstr(error->message, ==, "test: channel 0, record 0 (CONFIG) at offset 64: config: "
-                                        "memory is 327680 bytes, this VM has 1048576");
+    g_assert_cmpstr(error->message, ==,
+                    "test: channel 0, record 0 (CONFIG) at offset 64: config: "
+                    "memory is 327680 bytes, this VM has 1048576");
     g_assert_true(page_is(&d, 0, 0, GARBAGE));
     receiver_free(r);
     dest_clear(&d);
@@ -1441,9 +1451,8 @@ static void test_random(void)
                     r->type = (uint32_t)g_rand_int_range(rand, 1, 7);
                     break;
                 case 2:
-                    g_byte_array_set_size(r->payload,
-                                          (guint)g_rand_int_range(rand, 0,
-                                                                  (gint32)r->payload->len + 1));
+                    g_byte_array_set_size(
+                        r->payload, (guint)g_rand_int_range(rand, 0, (gint32)r->payload->len + 1));
                     r->auto_end = false;
                     break;
                 case 3:
@@ -1455,17 +1464,16 @@ static void test_random(void)
                     *dup = *r;
                     dup->payload = g_byte_array_new();
                     g_byte_array_append(dup->payload, r->payload->data, r->payload->len);
-                    g_ptr_array_insert(c->recs, (gint)g_rand_int_range(rand, 0,
-                                                                       (gint32)c->recs->len),
-                                       dup);
+                    g_ptr_array_insert(c->recs,
+                                       (gint)g_rand_int_range(rand, 0, (gint32)c->recs->len), dup);
                     break;
                 }
                 case 5:
                     if (r->payload->len >= 8)
                         put32(r->payload->data + 4 * g_rand_int_range(rand, 0, 2),
-                              g_rand_int_range(rand, 0, 3) == 0 ? g_rand_int(rand)
-                                                               : (uint32_t)g_rand_int_range(
-                                                                     rand, 0, 70));
+                              g_rand_int_range(rand, 0, 3) == 0
+                                  ? g_rand_int(rand)
+                                  : (uint32_t)g_rand_int_range(rand, 0, 70));
                     break;
                 }
             }
@@ -1543,15 +1551,16 @@ static void test_multi_good(void)
     g_assert_no_error(error);
     g_assert_true(ok);
     for (uint64_t p = 0; p < 20; p++)
-        g_assert_true(page_is(&d, 0, p, p == 10 ? sb_page_byte(0, 10, 3)
-                                      : p == 0  ? sb_page_byte(0, 0, 3)
-                                                : sb_page_byte(0, p, 1)));
+        g_assert_true(page_is(&d, 0, p,
+                              p == 10  ? sb_page_byte(0, 10, 3)
+                              : p == 0 ? sb_page_byte(0, 0, 3)
+                                       : sb_page_byte(0, p, 1)));
     g_assert_true(page_is(&d, 0, 20, GARBAGE));
     for (uint64_t p = 0; p < 16; p++)
         g_assert_true(page_is(&d, 1, p, p == 0 ? sb_page_byte(1, 0, 3) : sb_page_byte(1, p, 1)));
     g_assert_cmpuint(receiver_passes(r), ==, 3);
-    g_assert_cmpuint(receiver_bytes(r), ==, g_bytes_get_size(mb) + g_bytes_get_size(b1) +
-                                                g_bytes_get_size(b2));
+    g_assert_cmpuint(receiver_bytes(r), ==,
+                     g_bytes_get_size(mb) + g_bytes_get_size(b1) + g_bytes_get_size(b2));
     g_assert_true(receiver_source_running(r));
     receiver_free(r);
     dest_clear(&d);
@@ -1652,8 +1661,7 @@ static void test_multi_refusals(void)
         }
         Dest d;
         dest_init(&d);
-        VStream *extras[2] = { vstream_mem_new(NULL, b1, "ch1"),
-                               vstream_mem_new(NULL, b2, "ch2") };
+        VStream *extras[2] = { vstream_mem_new(NULL, b1, "ch1"), vstream_mem_new(NULL, b2, "ch2") };
         g_autoptr(GError) error = NULL;
         bool ok;
         Receiver *r = receive_multi(vstream_mem_new(NULL, mb, "test"), extras,
@@ -1665,9 +1673,10 @@ static void test_multi_refusals(void)
         const char *msg = error->message;
         switch ((MultiBad)k) {
         case MB_BAD_SESSION:
-            g_assert_cmpstr(msg, ==, "ch2: channel header: channel 2 presents another session "
-                                     "than the main channel's (a connection from another "
-                                     "migration?)");
+            g_assert_cmpstr(msg, ==,
+                            "ch2: channel header: channel 2 presents another session "
+                            "than the main channel's (a connection from another "
+                            "migration?)");
             break;
         case MB_BAD_INDEX:
             g_assert_cmpstr(msg, ==, "ch2: channel header: index 3, the stream has 3 channels");
@@ -1679,16 +1688,17 @@ static void test_multi_refusals(void)
             assert_contains(msg, "ch2: channel header: this is a main channel");
             break;
         case MB_DEVICE_ON_EXTRA: {
-            g_autofree char *w = g_strdup_printf(
-                "ch2: channel 2, record 3 (DEVICE) at offset %" PRIu64
-                ": DEVICE records belong on the main channel only",
-                ((SbRecord *)c2->recs->pdata[3])->offset);
+            g_autofree char *w =
+                g_strdup_printf("ch2: channel 2, record 3 (DEVICE) at offset %" PRIu64
+                                ": DEVICE records belong on the main channel only",
+                                ((SbRecord *)c2->recs->pdata[3])->offset);
             g_assert_cmpstr(msg, ==, w);
             break;
         }
         case MB_CONFIG_ON_EXTRA:
-            g_assert_cmpstr(msg, ==, "ch1: channel 1, record 0 (CONFIG) at offset 64: CONFIG "
-                                     "records belong on the main channel only");
+            g_assert_cmpstr(msg, ==,
+                            "ch1: channel 1, record 0 (CONFIG) at offset 64: CONFIG "
+                            "records belong on the main channel only");
             break;
         case MB_FEWER_PASSES:
             if (!strstr(msg, "ended its passes with pass 1") &&
@@ -1703,20 +1713,22 @@ static void test_multi_refusals(void)
             break;
         }
         case MB_END_FLAGS: {
-            g_autofree char *w = g_strdup_printf(
-                "ch1: channel 1, record 3 (END) at offset %" PRIu64
-                ": END flags 0x1 on an extra channel (main channel only)",
-                ((SbRecord *)c1->recs->pdata[3])->offset);
+            g_autofree char *w =
+                g_strdup_printf("ch1: channel 1, record 3 (END) at offset %" PRIu64
+                                ": END flags 0x1 on an extra channel (main channel only)",
+                                ((SbRecord *)c1->recs->pdata[3])->offset);
             g_assert_cmpstr(msg, ==, w);
             break;
         }
         case MB_SHORT_HEADER:
-            g_assert_cmpstr(msg, ==, "ch2: extra channel 2 of 2: truncated: the stream ended in "
-                                     "the channel header after 40 bytes");
+            g_assert_cmpstr(msg, ==,
+                            "ch2: extra channel 2 of 2: truncated: the stream ended in "
+                            "the channel header after 40 bytes");
             break;
         case MB_NO_CONNECTION:
-            g_assert_cmpstr(msg, ==, "test: accepting extra channel 2 of 2: no more "
-                                     "connections");
+            g_assert_cmpstr(msg, ==,
+                            "test: accepting extra channel 2 of 2: no more "
+                            "connections");
             break;
         }
         receiver_free(r);
@@ -1765,8 +1777,8 @@ static void test_multi_silent_peer(void)
     Receiver *r = receive_multi(&main->base, extras, 1, &d, &ok, &error);
     g_assert_false(ok);
     g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
-    g_autofree char *w = g_strdup_printf("test: channel 0, record 3 (PAGES) at offset %" PRIu64
-                                         ": bad checksum", bad->offset);
+    g_autofree char *w = g_strdup_printf(
+        "test: channel 0, record 3 (PAGES) at offset %" PRIu64 ": bad checksum", bad->offset);
     assert_contains(error->message, w);
     g_assert_true(page_is(&d, 0, 0, sb_page_byte(0, 0, 1)));
     g_assert_true(page_is(&d, 0, 1, GARBAGE));

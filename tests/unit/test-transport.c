@@ -162,8 +162,8 @@ static void test_tcp(gconstpointer data)
 {
     const char *host = data;
     bool v6 = strchr(host, ':') != NULL;
-    g_autofree char *text = v6 ? g_strdup_printf("tcp:[%s]:0", host)
-                               : g_strdup_printf("tcp:%s:0", host);
+    g_autofree char *text =
+        v6 ? g_strdup_printf("tcp:[%s]:0", host) : g_strdup_printf("tcp:%s:0", host);
     MigrateUri u = parse(text);
     g_autoptr(GError) error = NULL;
     TransportListener *l = transport_listen(&u, &error);
@@ -178,8 +178,8 @@ static void test_tcp(gconstpointer data)
     const char *port = transport_listener_port(l);
     g_assert_nonnull(port);
     g_assert_cmpstr(port, !=, "0");
-    g_autofree char *real = v6 ? g_strdup_printf("tcp:[%s]:%s", host, port)
-                               : g_strdup_printf("tcp:%s:%s", host, port);
+    g_autofree char *real =
+        v6 ? g_strdup_printf("tcp:[%s]:%s", host, port) : g_strdup_printf("tcp:%s:%s", host, port);
     MigrateUri r = parse(real);
     exchange(l, &r);
     transport_listener_free(l);
@@ -291,8 +291,9 @@ static void test_exec_status(void)
     g_assert_no_error(error);
     char two[2];
     g_assert_false(vstream_read_all(s, two, 2, NULL, &error));
-    g_assert_cmpstr(error->message, ==, "exec:printf x; exit 4: unexpected end of stream after "
-                                        "1 bytes: the command exited with status 4");
+    g_assert_cmpstr(error->message, ==,
+                    "exec:printf x; exit 4: unexpected end of stream after "
+                    "1 bytes: the command exited with status 4");
     vstream_free(s);
 }
 
@@ -303,8 +304,9 @@ static void test_exec_signal(void)
     VStream *s = transport_connect(&u, &error);
     g_assert_no_error(error);
     g_assert_false(transport_stream_finish(s, &error));
-    g_assert_cmpstr(error->message, ==, "exec:kill -9 $$: the command was killed by signal 9 "
-                                        "(SIGKILL)");
+    g_assert_cmpstr(error->message, ==,
+                    "exec:kill -9 $$: the command was killed by signal 9 "
+                    "(SIGKILL)");
     vstream_free(s);
     migrate_uri_clear(&u);
 }
@@ -337,8 +339,8 @@ static void test_exec_free_kills(void)
     VStream *s = transport_connect(&u, &error);
     g_assert_no_error(error);
     g_autofree char *pidtext = NULL;
-    for (int i = 0; i < 500 && !(g_file_get_contents(pidfile, &pidtext, NULL, NULL) &&
-                                 strchr(pidtext, '\n'));
+    for (int i = 0;
+         i < 500 && !(g_file_get_contents(pidfile, &pidtext, NULL, NULL) && strchr(pidtext, '\n'));
          i++) {
         g_clear_pointer(&pidtext, g_free);
         g_usleep(10000);
@@ -387,8 +389,7 @@ static void test_exec_fds(void)
     buf[len] = 0;
     g_auto(GStrv) fds = g_strsplit_set(g_strstrip(buf), "\n ", -1);
     for (char **f = fds; *f; f++)
-        g_assert_true(!strcmp(*f, "0") || !strcmp(*f, "1") || !strcmp(*f, "2") ||
-                      !strcmp(*f, "3"));
+        g_assert_true(!strcmp(*f, "0") || !strcmp(*f, "1") || !strcmp(*f, "2") || !strcmp(*f, "3"));
     g_assert_cmpuint(g_strv_length(fds), <=, 4);
     close(leak);
     close(100);

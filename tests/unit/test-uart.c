@@ -73,21 +73,21 @@ static void test_holding_register(void)
     g_assert_cmpuint(uart_rx_room(&t.u), ==, 1);
     g_assert_cmpuint(feed(&t, "ab"), ==, 1); /* no room for 'b': refused, not dropped */
     g_assert_cmpuint(uart_rx_room(&t.u), ==, 0);
-    g_assert_cmphex(rd(&t, LSR), ==, 0x61);  /* DR, THRE, TEMT; no OE */
-    g_assert_cmphex(rd(&t, IIR), ==, 0x04);  /* no FIFO bits */
+    g_assert_cmphex(rd(&t, LSR), ==, 0x61); /* DR, THRE, TEMT; no OE */
+    g_assert_cmphex(rd(&t, IIR), ==, 0x04); /* no FIFO bits */
     g_assert_cmpint(t.level, ==, 1);
     g_assert_cmpuint(t.notes, ==, 0);
     g_assert_cmphex(rd(&t, RBR), ==, 'a');
     g_assert_cmpint(t.level, ==, 0);
     g_assert_cmphex(rd(&t, LSR) & 0x01, ==, 0);
     g_assert_cmphex(rd(&t, IIR), ==, 0x01);
-    g_assert_cmpuint(t.notes, ==, 1);        /* the host is told there is room */
+    g_assert_cmpuint(t.notes, ==, 1); /* the host is told there is room */
     g_assert_cmpuint(feed(&t, "b"), ==, 1);
     g_assert_cmpint(t.level, ==, 1);
     g_assert_cmpuint(t.raises, ==, 2);
     g_assert_cmpuint(t.lowers, ==, 1);
     g_assert_cmphex(rd(&t, RBR), ==, 'b');
-    g_assert_cmpuint(t.notes, ==, 1);        /* nobody was waiting this time */
+    g_assert_cmpuint(t.notes, ==, 1); /* nobody was waiting this time */
     teardown(&t);
 }
 
@@ -100,14 +100,14 @@ static void test_fifo(void)
     g_assert_cmphex(rd(&t, IIR), ==, 0xc1);
     g_assert_cmpuint(uart_rx_room(&t.u), ==, 16);
     g_assert_cmpuint(feed(&t, "0123456789ab"), ==, 12);
-    g_assert_cmphex(rd(&t, IIR), ==, 0xcc);  /* 12 < 14: timeout */
+    g_assert_cmphex(rd(&t, IIR), ==, 0xcc); /* 12 < 14: timeout */
     g_assert_cmpuint(feed(&t, "cdefghij"), ==, 4);
     g_assert_cmpuint(uart_rx_room(&t.u), ==, 0);
-    g_assert_cmphex(rd(&t, IIR), ==, 0xc4);  /* 16 >= 14 */
+    g_assert_cmphex(rd(&t, IIR), ==, 0xc4);        /* 16 >= 14 */
     g_assert_cmphex(rd(&t, LSR) & 0x03, ==, 0x01); /* full is not an overrun */
     for (int i = 0; i < 3; i++)
         g_assert_cmphex(rd(&t, RBR), ==, "012"[i]);
-    g_assert_cmphex(rd(&t, IIR), ==, 0xcc);  /* 13 left */
+    g_assert_cmphex(rd(&t, IIR), ==, 0xcc); /* 13 left */
     g_assert_cmpuint(t.notes, ==, 1);
     g_assert_cmpuint(feed(&t, "ghi"), ==, 3); /* wraps around the ring */
     const char *want = "3456789abcdefghi";
@@ -118,14 +118,20 @@ static void test_fifo(void)
     g_assert_cmphex(rd(&t, LSR) & 0x01, ==, 0);
     g_assert_cmphex(rd(&t, IIR), ==, 0xc1);
     g_assert_cmpint(t.level, ==, 0);
-    g_assert_cmphex(rd(&t, RBR), ==, 0);     /* empty FIFO */
+    g_assert_cmphex(rd(&t, RBR), ==, 0); /* empty FIFO */
     teardown(&t);
 }
 
 static void test_trigger_levels(void)
 {
-    static const struct { uint8_t fcr; unsigned level; } cases[] = {
-        { 0x01, 1 }, { 0x41, 4 }, { 0x81, 8 }, { 0xc1, 14 },
+    static const struct {
+        uint8_t fcr;
+        unsigned level;
+    } cases[] = {
+        { 0x01, 1 },
+        { 0x41, 4 },
+        { 0x81, 8 },
+        { 0xc1, 14 },
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         T t;
@@ -198,15 +204,15 @@ static void test_iir_priorities(void)
      * a delta bit. The line is gated by OUT2, which stays set. */
     wr(&t, MCR, 0x19);
     g_assert_cmpint(t.level, ==, 1);
-    wr(&t, THR, 'p');  /* RX data (loopback) and THR empty */
-    wr(&t, THR, 'q');  /* overrun */
+    wr(&t, THR, 'p'); /* RX data (loopback) and THR empty */
+    wr(&t, THR, 'q'); /* overrun */
     g_assert_cmphex(rd(&t, IIR), ==, 0x06);
     rd(&t, LSR);
     g_assert_cmphex(rd(&t, IIR), ==, 0x04);
     g_assert_cmphex(rd(&t, RBR), ==, 'q');
     g_assert_cmphex(rd(&t, IIR), ==, 0x02); /* reading it acknowledges THRE */
     uint8_t msr = rd(&t, IIR) == 0x00 ? rd(&t, MSR) : 0xff;
-    g_assert_cmphex(msr, ==, 0xa1);         /* DCD (OUT2), DSR (DTR); delta CTS */
+    g_assert_cmphex(msr, ==, 0xa1); /* DCD (OUT2), DSR (DTR); delta CTS */
     g_assert_cmphex(rd(&t, IIR), ==, 0x01);
     g_assert_cmpint(t.level, ==, 0);
     g_assert_cmphex(rd(&t, MSR) & 0x0f, ==, 0);
@@ -222,16 +228,16 @@ static void test_irq_line(void)
     feed(&t, "a");
     g_assert_cmphex(rd(&t, IIR), ==, 0x01);
     g_assert_cmpint(t.level, ==, 0);
-    wr(&t, MCR, 0x03);     /* OUT2 off */
+    wr(&t, MCR, 0x03); /* OUT2 off */
     wr(&t, IER, 0x01);
     g_assert_cmphex(rd(&t, IIR), ==, 0x04);
     g_assert_cmpint(t.level, ==, 0);
-    wr(&t, MCR, 0x0b);     /* OUT2 on: the pending condition reaches the line */
+    wr(&t, MCR, 0x0b); /* OUT2 on: the pending condition reaches the line */
     g_assert_cmpint(t.level, ==, 1);
     rd(&t, LSR);
     rd(&t, IIR);
     g_assert_cmpuint(t.raises, ==, 1);
-    wr(&t, IER, 0x00);     /* masking the source lowers the line */
+    wr(&t, IER, 0x00); /* masking the source lowers the line */
     g_assert_cmpint(t.level, ==, 0);
     wr(&t, IER, 0x01);
     g_assert_cmpint(t.level, ==, 1);
@@ -302,8 +308,8 @@ static void test_save_load(void)
     for (int i = 0; i < 10; i++)
         rd(&a, RBR);
     g_assert_cmpuint(feed(&a, "ghijklmnopqr"), ==, 10); /* full, wrapped */
-    wr(&a, MCR, 0x19); /* loopback with RTS off: an MSR delta */
-    wr(&a, THR, 'm');  /* overrun (FIFO full), THR interrupt pending */
+    wr(&a, MCR, 0x19);                                  /* loopback with RTS off: an MSR delta */
+    wr(&a, THR, 'm'); /* overrun (FIFO full), THR interrupt pending */
     g_assert_cmphex(a.u.r.lsr & 0x03, ==, 0x03);
     g_assert_cmphex(a.u.r.msr & 0x0f, ==, 0x01);
     g_assert_true(a.u.r.thr_interrupt);
@@ -368,14 +374,15 @@ static void test_load_refusals(void)
     g_autoptr(GBytes) theirs = save(&a);
     g_assert_true(g_bytes_equal(mine, theirs));
 
-    static const struct { const char *name; uint8_t value; const char *needle; } cases[] = {
-        { "rx_count", 17, "'rx_count'" },
-        { "rx_count", 0, "data-ready" },   /* LSR still says DR */
-        { "lsr", 0x60, "data-ready" },     /* DR off with 2 bytes in the FIFO */
-        { "rx_head", 16, "'rx_head'" },
-        { "fcr", 0x02, "'fcr'" },
-        { "ier", 0x10, "'ier'" },
-        { "mcr", 0x20, "'mcr'" },
+    static const struct {
+        const char *name;
+        uint8_t value;
+        const char *needle;
+    } cases[] = {
+        { "rx_count", 17, "'rx_count'" },  { "rx_count", 0, "data-ready" }, /* LSR still says DR */
+        { "lsr", 0x60, "data-ready" }, /* DR off with 2 bytes in the FIFO */
+        { "rx_head", 16, "'rx_head'" },    { "fcr", 0x02, "'fcr'" },
+        { "ier", 0x10, "'ier'" },          { "mcr", 0x20, "'mcr'" },
         { "irq_level", 2, "'irq_level'" },
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
