@@ -8,7 +8,7 @@ shift || true
 
 packages=(meson ninja-build pkg-config gcc libc6-dev binutils python3
           libglib2.0-dev libjson-glib-dev libaio-dev libxxhash-dev libarchive-dev
-          qemu-system-x86 qemu-utils socat zstd gzip fio)
+          qemu-system-x86 qemu-utils socat zstd gzip fio clang-format)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
