@@ -231,6 +231,7 @@ static bool accept_channels(Receiver *r, GError **error)
         }
         tmp->index = index;
         tmp->phase = PHASE_PASSES;
+        channel_reserve_final(tmp);
         r->ch[index] = tmp;
         r->n_channels++;
     }

@@ -155,6 +155,24 @@ static bool handle_config(Channel *ch, const StreamRecordHeader *h, GError **err
     return true;
 }
 
+void channel_reserve_final(Channel *ch)
+{
+    if (!(ch->r->header.flags & STREAM_FLAG_LIVE))
+        return;
+    /* The largest PAGES record this stream can carry: tiny test streams stay tiny. */
+    uint64_t span = 0;
+    for (unsigned i = 0; i < ch->r->n_blocks; i++)
+        span = MAX(span, ch->r->blocks[i].size / FORMAT_PAGE_SIZE);
+    span = MIN(span, (uint64_t)STREAM_MAX_BATCH);
+    size_t need = (size_t)span * FORMAT_PAGE_SIZE + stream_pages_prefix((uint32_t)span);
+    if (!span || ch->cap >= need)
+        return;
+    g_free(ch->buf);
+    ch->cap = need;
+    ch->buf = g_malloc(need);
+    memset(ch->buf, 0, need);
+}
+
 static bool handle_ram_blocks(Channel *ch, const StreamRecordHeader *h, GError **error)
 {
     Receiver *r = ch->r;
@@ -163,6 +181,7 @@ static bool handle_ram_blocks(Channel *ch, const StreamRecordHeader *h, GError *
         !receiver_match_blocks(r, &local))
         return rec_wrap(ch, h, local, error);
     ch->phase = PHASE_PASSES;
+    channel_reserve_final(ch);
     return true;
 }
 
@@ -401,18 +420,10 @@ static bool read_record(Channel *ch, StreamRecordHeader *h, GError **error)
     if (!check_order(ch, h, error))
         return false;
     if (h->length > ch->cap) {
-        /* Bounded by STREAM_MAX_PAYLOAD (checked by the header decoder). The first
-         * buffer already fits the final pass's 1024-page records and is touched now,
-         * while the stream sets up: grown during the final pass, its 4 MiB of fresh
-         * memory faulted in while the source was paused (at ~0.5 GB/s on a host
-         * that takes free memory back: 4 GiB guest, final passes of ~4-19 MB took
-         * 4.5-29 ms, 0.44-2.1 GB/s, against ~2.5-3.2 GB/s for the live passes). */
+        /* Bounded by STREAM_MAX_PAYLOAD (checked by the header decoder). */
         g_free(ch->buf);
-        size_t first = STREAM_MAX_BATCH * FORMAT_PAGE_SIZE + stream_pages_prefix(STREAM_MAX_BATCH);
-        ch->cap = MAX(h->length, ch->cap ? 64 * 1024u : first);
+        ch->cap = MAX(h->length, 64 * 1024u);
         ch->buf = g_malloc(ch->cap);
-        if (ch->cap == first)
-            memset(ch->buf, 0, ch->cap);
     }
     if (h->length && !read_raw(ch, ch->buf, h->length, &eof, &local)) {
         if (!eof)

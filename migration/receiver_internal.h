@@ -72,6 +72,13 @@ void channel_free(Channel *ch);
  * only) or until END and the end of the stream after it. False with an error naming
  * the record; false with no error when another channel failed first. */
 bool channel_run(Channel *ch, bool setup, GError **error);
+/* On a live stream (STREAM_FLAG_LIVE), before its passes: makes the record buffer fit
+ * the largest PAGES record (1024 pages, or a smaller RAM block's pages) and touches
+ * it: the final pass sends such records. Grown only when the first such
+ * record came, that fresh memory was faulted in while the source was paused (~0.5
+ * GB/s on a host that takes free memory back): 4 GiB guest, 3 runs each, final pass
+ * 6.0-7.7 ms instead of 1.2-1.8, for ~4 MB. */
+void channel_reserve_final(Channel *ch);
 
 /* Reads exactly len bytes of the channel; EOF is reported as truncation naming
  * `where` (a phrase such as "the stream header"). */
