@@ -1,10 +1,9 @@
 /*
  * Listening unix sockets (the QMP socket, `unix:` migration listeners, `--serial`
  * sockets): a stale socket file is replaced, and the socket appears at its path only
- * once it listens. A client
- * that waits for the file and then connects (as QMP clients and the test harness
- * do) would otherwise meet the window between bind() and listen() and get
- * ECONNREFUSED: seen once in CI (test_incoming_defer).
+ * once it listens. A client that waits for the file and then connects (as QMP
+ * clients and the test harness do) would otherwise meet the window between bind()
+ * and listen() and get ECONNREFUSED: seen once in CI (test_incoming_defer).
  */
 #pragma once
 
