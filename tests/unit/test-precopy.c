@@ -228,6 +228,17 @@ static void test_two_thirds_keeps_going(void)
     g_assert_cmpuint(sc.final_pages, ==, 50);
 }
 
+/* A pass that grows the set right after one that shrank it (a stalled sender) is not
+ * taken at the whole limit, though its 3000 pages (30 ms) fit it: one more pass runs,
+ * and the passes go on to the 1 ms rest. */
+static void test_growth_after_shrink_keeps_going(void)
+{
+    static const uint64_t dirty[] = { 4000, 1500, 3000, 400, 50, 0 };
+    Script sc = run(dirty, 100);
+    g_assert_cmpuint(sc.passes, ==, 6);
+    g_assert_cmpuint(sc.final_pages, ==, 50);
+}
+
 /* A guest that re-dirties everything never fits: the driver keeps iterating (here
  * until the script lets the set fall). */
 static void test_no_fit_keeps_going(void)
@@ -246,6 +257,8 @@ int main(int argc, char **argv)
     g_test_add_func("/precopy/switchover/first-pass-tiny-rest", test_first_pass_tiny_rest);
     g_test_add_func("/precopy/switchover/halving-keeps-going", test_halving_keeps_going);
     g_test_add_func("/precopy/switchover/two-thirds-keeps-going", test_two_thirds_keeps_going);
+    g_test_add_func("/precopy/switchover/growth-after-shrink-keeps-going",
+                    test_growth_after_shrink_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
     g_test_add_func("/precopy/rearm/live-passes-only", test_rearm_live_passes_only);
     g_test_add_func("/precopy/rearm/old-ops", test_rearm_old_ops);
