@@ -26,6 +26,9 @@ lasts minutes) and neither side's serial output has an 'E' (a lost or stale page
 the exit status is 1. A migration that does not complete within its timeout is
 cancelled and shown as not converged (n/c) without failing the bench.
 
+Run by run the VMMs alternate (vmsnap then QEMU, QEMU then vmsnap, ...), so that both
+meet the same host: its free memory and CPU share drift over a bench.
+
 A run whose guest-visible pause exceeds its downtime-limit is flagged as it ends (for
 vmsnap with its per-pass trace, which the source always logs), and the count per VMM
 is printed under the table.
@@ -215,10 +218,12 @@ def main():
                     append, dl = "", a.downtime_limit
                     label = "dirty %s, unpaced, limit %d ms" % (name, dl)
                 append = " ".join(x for x in (walk, append) if x)
-                for kind in vmms:
-                    res = []
-                    nc = 0
-                    for i in range(a.runs):
+                res = {kind: [] for kind in vmms}
+                nc = {kind: 0 for kind in vmms}
+                # run by run, the VMMs alternate (A B, B A, ...): both meet the same
+                # host, whose memory and CPU share drift over a bench
+                for i in range(a.runs):
+                    for kind in (vmms if i % 2 == 0 else vmms[::-1]):
                         t0 = time.monotonic()
                         try:
                             r = one_run(a, work, kind, size, append, dl)
@@ -229,11 +234,11 @@ def main():
                             traceback.print_exc()
                             continue
                         if r is None:
-                            nc += 1
+                            nc[kind] += 1
                             print("  %s %s run %d: did not converge (%.0f s)" %
                                   (label, kind, i + 1, time.monotonic() - t0), flush=True)
                             continue
-                        res.append(r)
+                        res[kind].append(r)
                         print("  %s %s run %d: total %d ms, downtime %d ms, visible %.1f ms, "
                               "%.0f MiB, %d passes, guest walked %.0f k pages/s" %
                               (label, kind, i + 1, r["total"], r["downtime"], r["visible"],
@@ -248,16 +253,18 @@ def main():
                             print("    query-migrate: %s" % r["info"])
                             for ln in r.get("passlog", []):
                                 print("    " + ln)
+                for kind in vmms:
+                    rs = res[kind]
                     gbps = [r["mib"] * (1 << 20) / (r["total"] / 1000) / 1e9
-                            for r in res if r["total"]]
-                    rows.append([label, kind, fmt([r["total"] for r in res]),
-                                 fmt([r["downtime"] for r in res]),
-                                 fmt([r["visible"] for r in res], "%.1f"),
-                                 fmt([r["mib"] for r in res]),
-                                 fmt([r["passes"] for r in res]),
+                            for r in rs if r["total"]]
+                    rows.append([label, kind, fmt([r["total"] for r in rs]),
+                                 fmt([r["downtime"] for r in rs]),
+                                 fmt([r["visible"] for r in rs], "%.1f"),
+                                 fmt([r["mib"] for r in rs]),
+                                 fmt([r["passes"] for r in rs]),
                                  fmt(gbps, "%.2f"),
-                                 fmt([r["walk"] / 1000 for r in res]),
-                                 "%d/%d" % (len(res), len(res) + nc)])
+                                 fmt([r["walk"] / 1000 for r in rs]),
+                                 "%d/%d" % (len(rs), len(rs) + nc[kind])])
         rows.append(["raw loopback unix socket (reference)", "python, 4 MiB buffers", "", "",
                      "", "", "", "%.2f" % loop, "", ""])
         print("\nlive migration over unix socket, medians of %d run%s (host: %d CPUs, shared)\n"
