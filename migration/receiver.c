@@ -54,6 +54,7 @@ static void receiver_unref(Receiver *r)
     for (guint i = 0; i < r->devices->len; i++)
         g_bytes_unref(g_array_index(r->devices, ReceivedSection, i).fields);
     g_array_unref(r->devices);
+    fresh_fill_free(r->fill); /* receiver_run closed it, unless it never ran */
     if (r->own_blocks) {
         for (unsigned i = 0; i < r->n_dst; i++)
             if (r->dst[i].host)
@@ -84,7 +85,7 @@ void receiver_assume_zeroed(Receiver *r)
     r->zeroed = true;
 }
 
-bool receiver_match_blocks(Receiver *r, GError **error)
+static bool match_blocks(Receiver *r, GError **error)
 {
     r->map = g_new0(unsigned, r->n_blocks);
     if (r->zeroed) {
@@ -163,6 +164,35 @@ bool receiver_match_blocks(Receiver *r, GError **error)
         }
     }
     return true;
+}
+
+bool receiver_match_blocks(Receiver *r, GError **error)
+{
+    if (!match_blocks(r, error))
+        return false;
+    if (r->written) {
+        GError *why = NULL;
+        r->fill = fresh_fill_new(r->dst, r->n_dst, &why);
+        if (!r->fill) {
+            g_debug("incoming: first writes of pages by memcpy: %s", why->message);
+            g_error_free(why);
+        }
+    }
+    return true;
+}
+
+/* Ends the fill once no channel writes pages any more (run_threads waited them out). */
+static void close_fresh_fill(Receiver *r)
+{
+    if (!r->fill)
+        return;
+    uint64_t copied, present, stray;
+    fresh_fill_stats(r->fill, &copied, &present, &stray);
+    g_debug("incoming: %" PRIu64 " pages filled by UFFDIO_COPY, %" PRIu64
+            " by memcpy (present), %" PRIu64 " stray faults",
+            copied, present, stray);
+    fresh_fill_free(r->fill);
+    r->fill = NULL;
 }
 
 /* ---- extra channels ---- */
@@ -348,11 +378,10 @@ bool receiver_run(Receiver *r, GError **error)
     if (!channel_read(main, buf, sizeof(buf), "the stream header", error) ||
         !stream_header_decode(buf, main->s->name, &r->header, error))
         return false;
-    if (!channel_run(main, true, error) || !accept_channels(r, error))
-        return false;
-    if (r->n_channels == 1)
-        return channel_run(main, false, error);
-    return run_threads(r, error);
+    bool ok = channel_run(main, true, error) && accept_channels(r, error) &&
+              (r->n_channels == 1 ? channel_run(main, false, error) : run_threads(r, error));
+    close_fresh_fill(r);
+    return ok;
 }
 
 GBytes *receiver_config(const Receiver *r, uint32_t *version)

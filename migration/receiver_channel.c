@@ -237,32 +237,56 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
 
     g_rw_lock_reader_lock(&r->apply);
     bool stop = r->threaded && __atomic_load_n(&r->failed, __ATOMIC_ACQUIRE);
+    /* A run of data pages never written before, adjacent in memory and in `data`:
+     * one UFFDIO_COPY (fresh_fill.h). */
+    uint8_t *run_dst = NULL;
+    const uint8_t *run_src = NULL;
+    size_t run_len = 0;
+    GError *fill_error = NULL;
     for (uint32_t i = 0; i < pg.npages && !stop; i++) {
         if (!stream_bit(pg.sent, i))
             continue;
         uint64_t page = pg.first_page + i;
         uint8_t *dst = host + page * ps;
-        if (stream_bit(pg.zero, i)) {
+        bool was_written = written && (__atomic_load_n(&written[page / 64], __ATOMIC_RELAXED) &
+                                       (1ull << (page % 64)));
+        bool fresh = r->fill && !was_written && !stream_bit(pg.zero, i);
+        if (run_len && !(fresh && run_dst + run_len == dst)) {
+            stop = !fresh_fill_copy(r->fill, run_dst, run_src, run_len, &fill_error);
+            run_len = 0;
+        }
+        if (fresh) {
+            if (!run_len) {
+                run_dst = dst;
+                run_src = data;
+            }
+            run_len += ps;
+            data += ps;
+        } else if (stream_bit(pg.zero, i)) {
             /* Zeroed memory: a page never written still reads as zero, leave it
              * unmapped. Otherwise only write when needed: fresh memory costs nothing. */
-            bool maybe_dirty = !written || (__atomic_load_n(&written[page / 64], __ATOMIC_RELAXED) &
-                                            (1ull << (page % 64)));
-            if (maybe_dirty && !scan_page_is_zero(dst, ps))
+            if ((!written || was_written) && !scan_page_is_zero(dst, ps))
                 memset(dst, 0, ps);
         } else {
             memcpy(dst, data, ps);
             data += ps;
+        }
+        if (!stream_bit(pg.zero, i) && written) {
             /* Passes are ordered by SYNC barriers, so the channel that sees this page
              * next sees the bit; with threads, the atomic keeps neighbours' bits. */
-            if (written && r->threaded)
+            if (r->threaded)
                 __atomic_fetch_or(&written[page / 64], 1ull << (page % 64), __ATOMIC_RELAXED);
-            else if (written)
+            else
                 written[page / 64] |= 1ull << (page % 64);
         }
         n++;
     }
+    if (run_len && !stop)
+        stop = !fresh_fill_copy(r->fill, run_dst, run_src, run_len, &fill_error);
     g_rw_lock_reader_unlock(&r->apply);
     __atomic_fetch_add(&r->pages, n, __ATOMIC_RELAXED);
+    if (fill_error)
+        return rec_wrap(ch, h, fill_error, error);
     return !stop;
 }
 

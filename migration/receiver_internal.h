@@ -1,6 +1,7 @@
 /* The receiver's shared state (migration/receiver*.c only). */
 #pragma once
 
+#include "fresh_fill.h"
 #include "receiver.h"
 #include "stream_format.h"
 
@@ -36,6 +37,7 @@ struct Receiver {
     bool own_blocks;    /* receiver_new got no blocks: they are mmaps of ours */
     bool zeroed;        /* dst read as zero before the run (receiver_assume_zeroed) */
     uint64_t **written; /* zeroed: per stream block, a bit per page written with data */
+    FreshFill *fill;    /* zeroed: pages not yet written are filled with UFFDIO_COPY */
     ReceiverHooks hooks;
     bool ran;
 
