@@ -43,11 +43,17 @@ static gpointer helper_thread(gpointer data)
             msg.event != UFFD_EVENT_PAGEFAULT)
             continue;
         uint64_t at = msg.arg.pagefault.address & ~(uint64_t)(f->page - 1);
-        struct uffdio_zeropage z = { .range = { .start = at, .len = f->page } };
-        if (ioctl(f->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EEXIST) {
-            /* A copy got there first: the faulting thread only needs waking. */
+        for (;;) {
+            struct uffdio_zeropage z = { .range = { .start = at, .len = f->page } };
+            if (ioctl(f->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+                break;
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            /* A copy got there first (EEXIST), or no zero page: wake the faulting
+             * thread, which finds the page or faults again. */
             struct uffdio_range w = { .start = at, .len = f->page };
             (void)ioctl(f->uffd, UFFDIO_WAKE, &w);
+            break;
         }
         __atomic_fetch_add(&f->stray, 1, __ATOMIC_RELAXED);
     }
