@@ -114,22 +114,25 @@ static void converge_step(const VmsnapVm *vm, const PrecopyParams *p, PrecopySta
  *   144-197 ms at 3/4 of it, 44-66 ms at half; with the per-chunk re-arm and AVX2
  *   checksums its passes got faster and half the limit paused it 38-92 ms; a third,
  *   32-40 ms (4 GiB: 58 ms against 74), still well under QEMU's bytes.
- * - Once a pass no longer shrinks the set by a tenth, the whole limit; but a pass that
- *   grows the set right after one that shrank it is a stall (the host took the CPU
- *   from the sender), not the guest's rate: one more pass. A 150 MiB guest whose third
- *   pass sent 7471 pages in 97 ms (a pass normally sends 20 000 in 30-40) left 18 367
- *   dirty and paused 48 ms for them at the whole limit.
+ * - Once a pass no longer shrinks the set by a tenth, the whole limit.
+ * - A disturbed pass says nothing of the next one: one more pass (unless the rest
+ *   takes 1 ms). A pass is disturbed when it ran at under half the previous pass's
+ *   rate, or grew the set right after a pass that shrank it: the host took the CPU
+ *   from the sender, and may still be taking it. A 150 MiB guest whose third pass sent
+ *   7471 pages in 97 ms (a pass normally sends 20 000 in 30-40) left 18 367 dirty and
+ *   paused 48 ms for them at the whole limit; a 4 GiB guest whose sixth pass ran at
+ *   1.1 GB/s (the fifth: 2.5) paused for its 35 565 pages at 0.36 GB/s: 411 ms.
  * - Never after the first pass (unless the rest takes 1 ms): its rate includes the
  *   destination's first touch of all RAM, and with the per-chunk re-arm it leaves
  *   only the pages written after they went out. A 150 MiB guest at full speed, 4
  *   runs each: one more pass paused it 3-35 ms instead of 7-69 (median 20 vs 40),
  *   for 213-332 MiB instead of 208-279. */
 static bool switch_over_now(const PrecopyParams *p, uint32_t pass, uint64_t expected,
-                            uint64_t before, uint64_t after, bool last_shrank)
+                            uint64_t before, uint64_t after, bool disturbed)
 {
     if (after * 3 <= before * 2 && expected > 1)
         return false;
-    if (pass == 1 || (last_shrank && after > before))
+    if (pass == 1 || disturbed)
         return expected <= 1;
     bool shrinking = after * 10 < before * 9;
     uint64_t limit = p->downtime_limit_ms;
@@ -150,6 +153,7 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
     uint64_t count = 0, fetched_at = now_us();
     unsigned strikes = 0;
     bool last_shrank = false; /* the previous pass left under nine tenths of its set */
+    uint64_t last_rate = 0;   /* bytes/s of the previous pass */
 
     /* Re-arming a chunk right before it is read, not the whole log at the fetch,
      * sends a page written between the two once, in this pass, instead of twice. */
@@ -181,10 +185,12 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
             return false;
         uint64_t t1 = now_us();
         uint64_t sent = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED) - sent0;
-        if (t1 > t0 && sent) {
-            uint64_t bw = sent * 1000000 / (t1 - t0);
+        uint64_t rate = t1 > t0 ? sent * 1000000 / (t1 - t0) : 0;
+        bool slowed = rate && last_rate && rate * 2 < last_rate;
+        if (rate) {
             uint64_t old = __atomic_load_n(&st->bandwidth, __ATOMIC_RELAXED);
-            set64(&st->bandwidth, old ? (old + bw) / 2 : bw);
+            set64(&st->bandwidth, old ? (old + rate) / 2 : rate);
+            last_rate = rate;
         }
         dirty_clear(d);
         if (!dirty_fetch(vm, d, &count, error))
@@ -207,7 +213,8 @@ static bool live_passes(SaveSink *s, const PrecopyParams *p, PrecopyState *st, D
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "migration cancelled");
             return false;
         }
-        if (switch_over_now(p, pass, expected, before, count, last_shrank) ||
+        bool disturbed = slowed || (last_shrank && count > before);
+        if (switch_over_now(p, pass, expected, before, count, disturbed) ||
             (p->max_passes && pass >= p->max_passes))
             return true;
         last_shrank = count * 10 < before * 9;

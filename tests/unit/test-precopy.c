@@ -13,6 +13,7 @@ typedef struct Script {
      * 100 pages, so a driver that misjudges ends with wrong counts instead of hanging */
     const uint64_t *dirty;
     unsigned n_dirty;
+    unsigned slow_pass; /* this pass (1-based) sends 4 times slower; 0: none */
     unsigned fetches;
     unsigned passes; /* pass() calls, the final one included */
     bool paused;
@@ -73,7 +74,7 @@ static bool sink_pass(SaveSink *s, uint64_t *const *select, uint32_t pass, bool 
         g_assert_true(s->rearm_opaque == sc);
         sc->live_rearm++;
     }
-    g_usleep(n * US_PER_PAGE);
+    g_usleep(n * US_PER_PAGE * (sc->passes == sc->slow_pass ? 4 : 1));
     __atomic_fetch_add(&s->bytes, n * 4096, __ATOMIC_RELAXED);
     return true;
 }
@@ -115,10 +116,11 @@ static bool fake_dirty_rearm(void *opaque, unsigned block, uint64_t first, uint6
 
 /* Runs a live save of a 1-block VM whose fetches report `dirty`; `ops_size` is the
  * VMM's sizeof(VmsnapVmOps) (0: this one's). Returns the script. */
-static Script run_ops(const uint64_t *dirty, uint64_t limit_ms, uint32_t ops_size)
+static Script run_ops(const uint64_t *dirty, uint64_t limit_ms, uint32_t ops_size,
+                      unsigned slow_pass)
 {
     static uint8_t host[1]; /* never read by the fake sink */
-    Script sc = { .dirty = dirty };
+    Script sc = { .dirty = dirty, .slow_pass = slow_pass };
     while (dirty[sc.n_dirty])
         sc.n_dirty++;
     VmsnapVmOps ops = {
@@ -151,7 +153,7 @@ static Script run_ops(const uint64_t *dirty, uint64_t limit_ms, uint32_t ops_siz
 
 static Script run(const uint64_t *dirty, uint64_t limit_ms)
 {
-    return run_ops(dirty, limit_ms, 0);
+    return run_ops(dirty, limit_ms, 0, 0);
 }
 
 /* The VMM's per-chunk re-arm goes to the sink for every live pass, never for the
@@ -169,7 +171,7 @@ static void test_rearm_live_passes_only(void)
 static void test_rearm_old_ops(void)
 {
     static const uint64_t dirty[] = { 50, 0 };
-    Script sc = run_ops(dirty, 100, (uint32_t)offsetof(VmsnapVmOps, dirty_rearm));
+    Script sc = run_ops(dirty, 100, (uint32_t)offsetof(VmsnapVmOps, dirty_rearm), 0);
     g_assert_cmpuint(sc.live_rearm, ==, 0);
     g_assert_false(sc.final_rearm);
 }
@@ -239,6 +241,17 @@ static void test_growth_after_shrink_keeps_going(void)
     g_assert_cmpuint(sc.final_pages, ==, 50);
 }
 
+/* A pass at a quarter of the previous one's rate is not taken at its word: its 1800
+ * pages (18 ms at full rate) fit the limit and it did not shrink the set by a tenth,
+ * yet one more pass runs, which leaves 30. */
+static void test_slow_pass_keeps_going(void)
+{
+    static const uint64_t dirty[] = { 4000, 2000, 1800, 30, 0 };
+    Script sc = run_ops(dirty, 100, 0, 3);
+    g_assert_cmpuint(sc.passes, ==, 5);
+    g_assert_cmpuint(sc.final_pages, ==, 30);
+}
+
 /* A guest that re-dirties everything never fits: the driver keeps iterating (here
  * until the script lets the set fall). */
 static void test_no_fit_keeps_going(void)
@@ -259,6 +272,7 @@ int main(int argc, char **argv)
     g_test_add_func("/precopy/switchover/two-thirds-keeps-going", test_two_thirds_keeps_going);
     g_test_add_func("/precopy/switchover/growth-after-shrink-keeps-going",
                     test_growth_after_shrink_keeps_going);
+    g_test_add_func("/precopy/switchover/slow-pass-keeps-going", test_slow_pass_keeps_going);
     g_test_add_func("/precopy/switchover/no-fit-keeps-going", test_no_fit_keeps_going);
     g_test_add_func("/precopy/rearm/live-passes-only", test_rearm_live_passes_only);
     g_test_add_func("/precopy/rearm/old-ops", test_rearm_old_ops);
