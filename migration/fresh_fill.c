@@ -43,6 +43,8 @@ static gpointer helper_thread(gpointer data)
             msg.event != UFFD_EVENT_PAGEFAULT)
             continue;
         uint64_t at = msg.arg.pagefault.address & ~(uint64_t)(f->page - 1);
+        /* Counted before the faulting thread is woken, so that it sees its own fault. */
+        __atomic_fetch_add(&f->stray, 1, __ATOMIC_RELAXED);
         for (;;) {
             struct uffdio_zeropage z = { .range = { .start = at, .len = f->page } };
             if (ioctl(f->uffd, UFFDIO_ZEROPAGE, &z) == 0)
@@ -55,7 +57,6 @@ static gpointer helper_thread(gpointer data)
             (void)ioctl(f->uffd, UFFDIO_WAKE, &w);
             break;
         }
-        __atomic_fetch_add(&f->stray, 1, __ATOMIC_RELAXED);
     }
 }
 
