@@ -248,9 +248,10 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
             continue;
         uint64_t page = pg.first_page + i;
         uint8_t *dst = host + page * ps;
+        bool zero = stream_bit(pg.zero, i);
         bool was_written = written && (__atomic_load_n(&written[page / 64], __ATOMIC_RELAXED) &
                                        (1ull << (page % 64)));
-        bool fresh = r->fill && !was_written && !stream_bit(pg.zero, i);
+        bool fresh = r->fill && !was_written && !zero;
         if (run_len && !(fresh && run_dst + run_len == dst)) {
             stop = !fresh_fill_copy(r->fill, run_dst, run_src, run_len, &fill_error);
             run_len = 0;
@@ -262,7 +263,7 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
             }
             run_len += ps;
             data += ps;
-        } else if (stream_bit(pg.zero, i)) {
+        } else if (zero) {
             /* Zeroed memory: a page never written still reads as zero, leave it
              * unmapped. Otherwise only write when needed: fresh memory costs nothing. */
             if ((!written || was_written) && !scan_page_is_zero(dst, ps))
@@ -271,7 +272,7 @@ static bool handle_pages(Channel *ch, const StreamRecordHeader *h, GError **erro
             memcpy(dst, data, ps);
             data += ps;
         }
-        if (!stream_bit(pg.zero, i) && written) {
+        if (!zero && written) {
             /* Passes are ordered by SYNC barriers, so the channel that sees this page
              * next sees the bit; with threads, the atomic keeps neighbours' bits. */
             if (r->threaded)

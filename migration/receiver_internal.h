@@ -87,5 +87,6 @@ void channel_reserve_final(Channel *ch);
 bool channel_read(Channel *ch, void *buf, size_t len, const char *where, GError **error);
 
 /* Allocates (own_blocks) or matches the destination's blocks against the stream's
- * table; fills r->map. Errors name the block and both values. */
+ * table; fills r->map. Errors name the block and both values. On zeroed memory it
+ * also opens r->fill (fresh_fill.h) when userfaultfd allows; receiver_run closes it. */
 bool receiver_match_blocks(Receiver *r, GError **error);

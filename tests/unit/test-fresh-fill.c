@@ -36,14 +36,17 @@ static void area_free(Area *a)
     g_free(a->src);
 }
 
-/* NULL and the test skipped when this kernel or sandbox has no userfaultfd. */
+/* Sets up `a` and opens a fill over it; NULL, `a` freed and the test skipped when
+ * this kernel or sandbox has no userfaultfd. */
 static FreshFill *open_or_skip(Area *a)
 {
+    area_init(a);
     g_autoptr(GError) why = NULL;
     FreshFill *f = fresh_fill_new(&a->block, 1, &why);
     if (!f) {
         g_autofree char *msg = g_strdup_printf("userfaultfd unavailable: %s", why->message);
         g_test_skip(msg);
+        area_free(a);
     }
     return f;
 }
@@ -59,12 +62,9 @@ static bool page_is_zero(const uint8_t *p)
 static void test_copy_runs(void)
 {
     Area a;
-    area_init(&a);
     FreshFill *f = open_or_skip(&a);
-    if (!f) {
-        area_free(&a);
+    if (!f)
         return;
-    }
     uint8_t *host = a.block.host;
     g_autoptr(GError) error = NULL;
     /* pages 2-9 in one call, 20 alone, 40-63 in one call; the rest never written */
@@ -93,12 +93,9 @@ static void test_copy_runs(void)
 static void test_present_pages(void)
 {
     Area a;
-    area_init(&a);
     FreshFill *f = open_or_skip(&a);
-    if (!f) {
-        area_free(&a);
+    if (!f)
         return;
-    }
     uint8_t *host = a.block.host;
     g_autoptr(GError) error = NULL;
     g_assert_true(fresh_fill_copy(f, host + 4 * PAGE, a.src, PAGE, &error));
@@ -120,12 +117,9 @@ static void test_present_pages(void)
 static void test_stray_touch(void)
 {
     Area a;
-    area_init(&a);
     FreshFill *f = open_or_skip(&a);
-    if (!f) {
-        area_free(&a);
+    if (!f)
         return;
-    }
     volatile uint8_t *host = a.block.host;
     g_assert_cmpuint(host[5 * PAGE + 17], ==, 0); /* read: the zero page */
     host[9 * PAGE] = 0x5a;                        /* write: zero page, then its copy */
