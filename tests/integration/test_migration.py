@@ -8,6 +8,7 @@ ends postmigrate.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,9 +30,18 @@ def source(vms, workdir, memory=MEM, name="src", cpus=1, append=None, extra=()):
     return src
 
 
-def destination(vms, workdir, incoming, memory=MEM, name="dst", cpus=1, extra=()):
+def destination(vms, workdir, incoming, memory=MEM, name="dst", cpus=1, extra=(), env=None):
     return start_vm(vms, workdir, memory=memory, cpus=cpus, name=name,
-                    extra=["--incoming", incoming, "--paused"] + list(extra))
+                    extra=["--incoming", incoming, "--paused"] + list(extra), env=env)
+
+
+def check_fresh_fill(dst):
+    """The destination wrote first copies of pages with UFFDIO_COPY (its debug log,
+    G_MESSAGES_DEBUG=vmsnap), not by the memcpy fallback."""
+    m = re.search(r"incoming: (\d+) pages filled by UFFDIO_COPY", dst.stderr_text())
+    check(m is not None, "no UFFDIO_COPY line in the destination's log: %s"
+          % dst.stderr_text()[-800:])
+    check(int(m.group(1)) > 0, "no page filled by UFFDIO_COPY: %s" % m.group(0))
 
 
 def finish_checks(src, dst, info, min_passes=2):
@@ -56,7 +66,7 @@ def live_case(transport):
         src = source(vms, workdir)
         if transport == "unix":
             path = os.path.join(workdir, "mig.sock")
-            dst = destination(vms, workdir, "unix:" + path)
+            dst = destination(vms, workdir, "unix:" + path, env={"G_MESSAGES_DEBUG": "vmsnap"})
             info = src.save("unix:" + path)
         elif transport == "tcp":
             dst = destination(vms, workdir, "tcp:127.0.0.1:0")
@@ -79,6 +89,8 @@ def live_case(transport):
             # unpaced guest outruns it, so auto-converge bounds the passes.
             info = src.save("exec:socat - UNIX-CONNECT:" + path, caps=("auto-converge",))
         finish_checks(src, dst, info)
+        if transport == "unix":
+            check_fresh_fill(dst)
     test.__name__ = "test_live_%s" % transport
     return test
 
